@@ -1,0 +1,47 @@
+"""The root command: one Typer app per group, joined with add_typer.
+
+Each group lives in its own module and imports heavy libraries inside its command
+functions, so that `edgetier --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from edgetier import __version__
+from edgetier.cli import _bench, _hw, _model, _pipeline, _serve
+
+app = typer.Typer(
+    name="edgetier",
+    help="AI inference on GPU edge nodes: serve models, run pipelines, benchmark, probe hardware.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgetier {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """EdgeTier command line."""
+
+
+app.command("serve")(_serve.serve)
+app.add_typer(_model.app, name="model")
+app.add_typer(_hw.app, name="hw")
+app.add_typer(_bench.app, name="bench")
+app.add_typer(_pipeline.app, name="pipeline")
+
+
+def main() -> None:
+    """Entry point of the `edgetier` script."""
+    app()
