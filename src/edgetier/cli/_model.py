@@ -1,7 +1,211 @@
-"""`edgetier model` commands."""
+"""`edgetier model` commands: list a repository, build the demo one, add FP16/INT8 versions.
+
+$ edgetier model demo var/demo-models
+$ edgetier model list var/demo-models
+$ edgetier model convert --fp16 var/demo-models/resnet50
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import typer
 
-app = typer.Typer(help="model commands.", no_args_is_help=True)
+app = typer.Typer(
+    help="Model repository tools: list, demo, convert --fp16, quantize --int8.",
+    no_args_is_help=True,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[bold red]error:[/] {message}", markup=True
+    )
+    return typer.Exit(1)
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar driven by progress(step, done, total) callbacks."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgetier.errors import EdgeTierError
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(step: str, done: int, total: int) -> None:
+            bar.update(
+                task,
+                description=f"{description}: {step}",
+                completed=done,
+                total=total or None,
+            )
+
+        try:
+            yield update
+        except EdgeTierError as exc:
+            bar.stop()
+            raise _fail(exc.message) from None
+
+
+@app.command("convert")
+def convert(
+    model_dir: Path = typer.Argument(..., help="Model directory (holds 1/, 2/, ...)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Convert the graph to FP16."),
+    from_version: int | None = typer.Option(
+        None, "--from-version", help="Version to start from (default: the latest)."
+    ),
+) -> None:
+    """Add a new version in another precision. Inputs and outputs keep their types."""
+    if not fp16:
+        raise _fail("choose a target precision: --fp16")
+    from edgetier.runtime import convert_fp16
+
+    with _progress("FP16") as progress:
+        version = convert_fp16(model_dir, from_version=from_version, progress=progress)
+    typer.echo(f"wrote {model_dir / str(version) / 'model.onnx'} (version {version}, FP16)")
+
+
+@app.command("quantize")
+def quantize(
+    model_dir: Path = typer.Argument(..., help="Model directory (holds 1/, 2/, ...)."),
+    int8: bool = typer.Option(False, "--int8", help="Static INT8 quantization (QDQ)."),
+    calibration: Path | None = typer.Option(
+        None,
+        "--calibration",
+        help="Directory of calibration samples: .npz keyed by input name, .npy, or images.",
+    ),
+    from_version: int | None = typer.Option(
+        None, "--from-version", help="Version to start from (default: the latest)."
+    ),
+    per_channel: bool = typer.Option(
+        False, "--per-channel/--per-tensor", help="Weight scales per output channel or per tensor."
+    ),
+    max_samples: int | None = typer.Option(
+        None, "--max-samples", min=1, help="Use at most this many calibration files."
+    ),
+) -> None:
+    """Add a new version with static INT8 quantization calibrated on sample data."""
+    if not int8:
+        raise _fail("choose a target precision: --int8")
+    if calibration is None:
+        raise _fail("--calibration DIR is required: static quantization needs sample inputs")
+    from edgetier.runtime import quantize_int8
+
+    with _progress("INT8") as progress:
+        version = quantize_int8(
+            model_dir,
+            calibration,
+            from_version=from_version,
+            per_channel=per_channel,
+            max_samples=max_samples,
+            progress=progress,
+        )
+    typer.echo(f"wrote {model_dir / str(version) / 'model.onnx'} (version {version}, INT8 QDQ)")
+
+
+@app.command("demo")
+def demo(
+    path: Path = typer.Argument(..., help="Directory to write the demo repository to."),
+    model: list[str] | None = typer.Option(
+        None, "--model", help="Build only this model (repeatable). Default: all."
+    ),
+    force: bool = typer.Option(False, "--force", help="Rebuild models that are up to date."),
+) -> None:
+    """Build the demo repository: resnet50, simple, small, identity (random weights)."""
+    from edgetier.runtime import DEMO_MODELS, build_demo_repository
+
+    names = list(model) if model else list(DEMO_MODELS)
+    with _progress("demo models") as progress:
+        done = 0
+
+        def step(name: str, rebuilt: bool) -> None:
+            nonlocal done
+            done += 1
+            progress(f"{name} {'built' if rebuilt else 'up to date'}", done, len(names))
+
+        progress("building", 0, len(names))
+        result = build_demo_repository(path, models=names, force=force, progress=step)
+    for name, rebuilt in result.items():
+        typer.echo(f"{name}: {'built' if rebuilt else 'up to date'}")
+    typer.echo(f"demo repository ready at {path}")
+
+
+@app.command("list")
+def list_models(
+    path: Path = typer.Argument(..., help="Model repository."),
+    show_config: bool = typer.Option(
+        False, "--config", help="Also print each model's full config (YAML)."
+    ),
+) -> None:
+    """List the models of a repository with their versions and configs."""
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgetier.errors import EdgeTierError
+    from edgetier.runtime import ModelRepository
+
+    repo = ModelRepository(path)
+    try:
+        names = repo.models()
+    except EdgeTierError as exc:
+        raise _fail(exc.message) from None
+    console = Console(highlight=False, soft_wrap=True)
+    table = Table(title=f"models in {path}")
+    for column in ("model", "versions", "serves", "max batch", "inputs", "outputs", "batching"):
+        table.add_column(column)
+    configs: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name in names:
+        try:
+            versions = repo.versions(name)
+            config = repo.config(name)
+            serves = repo.versions_to_load(name)
+        except EdgeTierError as exc:
+            table.add_row(name, "", "", "", "[red]unavailable (see below)[/]", "", "")
+            errors[name] = exc.message
+            continue
+        configs[name] = config
+        batching = config.dynamic_batching
+        table.add_row(
+            name,
+            ", ".join(map(str, versions)),
+            ", ".join(map(str, serves)),
+            str(config.max_batch_size),
+            _tensors(config, config.input),
+            _tensors(config, config.output),
+            f"delay {batching.max_queue_delay_microseconds} us" if batching else "off",
+        )
+    console.print(table)
+    for name, message in errors.items():
+        console.print(f"[red]{name}:[/] {message}", markup=True)
+    if show_config:
+        for name, config in configs.items():
+            console.rule(name)
+            text = yaml.safe_dump(
+                config.model_dump(exclude_none=True), sort_keys=False, default_flow_style=None
+            )
+            console.print(text, markup=False)
+
+
+def _tensors(config: Any, tensors: Any, shown: int = 3) -> str:
+    lines = [
+        f"{t.name} {t.datatype}[{','.join(map(str, config.full_shape(t)))}]"
+        for t in tensors[:shown]
+    ]
+    if len(tensors) > shown:
+        lines.append(f"... {len(tensors) - shown} more")
+    return "\n".join(lines)

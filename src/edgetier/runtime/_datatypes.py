@@ -1,5 +1,7 @@
 """Tensor datatypes: KServe v2 names, Triton config names, numpy and ONNX, in one table.
 
+Usage::
+
     >>> to_numpy_dtype("FP32")
     dtype('float32')
     >>> datatype_of(np.dtype("int64"))

@@ -1,0 +1,97 @@
+"""`edgetier model ...` in process with typer's CliRunner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgetier.cli._app import app
+from edgetier.runtime import ModelRepository, build_demo_repository
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["convert"], ["quantize"], ["demo"], ["list"]])
+def test_help(command: list[str]) -> None:
+    result = runner.invoke(app, ["model", *command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_demo_then_list(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    result = runner.invoke(app, ["model", "demo", str(repo), "--model", "simple"])
+    assert result.exit_code == 0, result.output
+    assert "simple: built" in result.output
+    again = runner.invoke(app, ["model", "demo", str(repo), "--model", "simple"])
+    assert "simple: up to date" in again.output
+
+    listed = runner.invoke(app, ["model", "list", str(repo), "--config"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    assert "INPUT0 INT32[-1,16]" in listed.output
+    assert "max_batch_size: 8" in listed.output
+
+
+def test_list_shows_a_broken_model_and_goes_on(tmp_path: Path) -> None:
+    build_demo_repository(tmp_path, models=["small"])
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "config.yaml").write_text("max_batch_size: -2\n")
+    result = runner.invoke(app, ["model", "list", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "max_batch_size: must be >= 0, got -2" in result.output.replace("\n", "")
+    assert "small" in result.output
+
+
+def test_convert_fp16(tmp_path: Path) -> None:
+    build_demo_repository(tmp_path, models=["small"])
+    result = runner.invoke(app, ["model", "convert", "--fp16", str(tmp_path / "small")])
+    assert result.exit_code == 0, result.output
+    assert "version 2, FP16" in result.output
+    assert ModelRepository(tmp_path).versions("small") == [1, 2]
+
+
+def test_convert_needs_a_precision(tmp_path: Path) -> None:
+    build_demo_repository(tmp_path, models=["small"])
+    result = runner.invoke(app, ["model", "convert", str(tmp_path / "small")])
+    assert result.exit_code == 1
+    assert "--fp16" in result.output
+    assert ModelRepository(tmp_path).versions("small") == [1]
+
+
+def test_quantize_int8(tmp_path: Path) -> None:
+    build_demo_repository(tmp_path, models=["small"])
+    calibration = tmp_path / "calib"
+    calibration.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        np.save(calibration / f"{i}.npy", rng.standard_normal((16,)).astype(np.float32))
+    args = ["model", "quantize", "--int8", "--calibration", str(calibration)]
+    result = runner.invoke(app, [*args, str(tmp_path / "small")])
+    assert result.exit_code == 0, result.output
+    assert "version 2, INT8 QDQ" in result.output
+    assert ModelRepository(tmp_path).versions_to_load("small") == [2]
+
+
+def test_quantize_errors_are_one_line_not_a_traceback(tmp_path: Path) -> None:
+    build_demo_repository(tmp_path, models=["small"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = runner.invoke(app, ["model", "quantize", "--int8", str(tmp_path / "small")])
+    assert missing.exit_code == 1
+    assert "--calibration DIR is required" in missing.output
+    result = runner.invoke(
+        app,
+        ["model", "quantize", "--int8", "--calibration", str(empty), str(tmp_path / "small")],
+    )
+    assert result.exit_code == 1
+    assert "holds no calibration file" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_model_dir(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["model", "convert", "--fp16", str(tmp_path / "nope")])
+    assert result.exit_code == 1
+    assert "is not a model directory" in result.output
