@@ -1,0 +1,59 @@
+"""Hardware awareness: device catalog, local probe, telemetry, energy, power and thermal.
+
+from edgetier.hardware import fingerprint, open_energy_meter, probe
+print(probe().profile_id, fingerprint()["id"])
+meter = open_energy_meter(); meter.start(); ...; joules = meter.stop()
+"""
+
+from __future__ import annotations
+
+from edgetier.hardware._advisor import Verdict, Workload, advise
+from edgetier.hardware._catalog import Catalog, DeviceProfile, PowerMode, get_profile, load_catalog
+from edgetier.hardware._energy import EnergyMeter, integrate_power, open_energy_meter
+from edgetier.hardware._paths import HostPaths
+from edgetier.hardware._power import PowerChange, PowerGovernor, PowerPermissionError, PowerRecord
+from edgetier.hardware._probe import Machine, fingerprint, probe
+from edgetier.hardware._telemetry import (
+    TelemetryCollector,
+    TelemetrySample,
+    TelemetrySampler,
+    sample_from_tegrastats,
+)
+from edgetier.hardware._thermal import (
+    GovernorEvent,
+    OperatingLevel,
+    ThermalGovernor,
+    ThermalModel,
+    simulate,
+)
+
+__all__ = [
+    "Catalog",
+    "DeviceProfile",
+    "EnergyMeter",
+    "GovernorEvent",
+    "HostPaths",
+    "Machine",
+    "OperatingLevel",
+    "PowerChange",
+    "PowerGovernor",
+    "PowerMode",
+    "PowerPermissionError",
+    "PowerRecord",
+    "TelemetryCollector",
+    "TelemetrySample",
+    "TelemetrySampler",
+    "ThermalGovernor",
+    "ThermalModel",
+    "Verdict",
+    "Workload",
+    "advise",
+    "fingerprint",
+    "get_profile",
+    "integrate_power",
+    "load_catalog",
+    "open_energy_meter",
+    "probe",
+    "sample_from_tegrastats",
+    "simulate",
+]
