@@ -1,0 +1,144 @@
+"""Prometheus metrics with Triton's names, read from the counters at scrape time.
+
+Nothing is counted on the hot path for Prometheus: the loaded model versions are walked
+when scraped. Counters keep Triton's exact names: prometheus_client would add ``_total``
+to them, so they are rendered here; gauges, histograms and extra collectors go through
+prometheus_client.
+Extra collectors (GPU/CPU telemetry from edgetier.hardware) register beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edgetier.server._manager import ModelManager, ModelVersion
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# name, help, value of a version
+_COUNTERS: tuple[tuple[str, str, Callable[[ModelVersion], int]], ...] = (
+    (
+        "nv_inference_request_success",
+        "Number of successful inference requests",
+        lambda v: v.stats.success_count,
+    ),
+    (
+        "nv_inference_request_failure",
+        "Number of failed inference requests",
+        lambda v: v.stats.fail_count,
+    ),
+    (
+        "nv_inference_count",
+        "Number of inferences performed (batch rows)",
+        lambda v: v.stats.inference_count,
+    ),
+    (
+        "nv_inference_exec_count",
+        "Number of model executions performed (batches)",
+        lambda v: v.batcher.stats.execution_count,
+    ),
+    (
+        "nv_inference_request_duration_us",
+        "Cumulative inference request duration in microseconds",
+        lambda v: (v.stats.success_ns + v.stats.fail_ns) // 1000,
+    ),
+    (
+        "nv_inference_queue_duration_us",
+        "Cumulative inference queuing duration in microseconds",
+        lambda v: v.stats.queue_ns // 1000,
+    ),
+    (
+        "nv_inference_compute_infer_duration_us",
+        "Cumulative compute inference duration in microseconds",
+        lambda v: v.stats.compute_infer_ns // 1000,
+    ),
+)
+
+
+class ModelCollector(Collector):
+    """Per model-version metrics for every loaded version."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self._manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        versions = self._manager.loaded()
+        pending = GaugeMetricFamily(
+            "nv_inference_pending_request_count",
+            "Requests waiting in the model's queue (queue depth)",
+            labels=["model", "version"],
+        )
+        for v in versions:
+            pending.add_metric([v.name, v.version_str], v.batcher.queue_depth)
+        yield pending
+        hist = HistogramMetricFamily(
+            "edgetier_batch_size",
+            "Sizes of the batches the model executed",
+            labels=["model", "version"],
+        )
+        for v in versions:
+            sizes = v.batcher.stats.batch_histogram
+            buckets: list[tuple[str, float]] = []
+            for bound in _BATCH_BUCKETS:
+                buckets.append((str(bound), sum(c for s, c in sizes.items() if s <= bound)))
+            buckets.append(("+Inf", sum(sizes.values())))
+            hist.add_metric(
+                [v.name, v.version_str], buckets, sum_value=sum(s * c for s, c in sizes.items())
+            )
+        yield hist
+
+
+def render_counters(manager: ModelManager) -> bytes:
+    """Triton's counters in the Prometheus text format, with Triton's exact names."""
+    versions = manager.loaded()
+    lines: list[str] = []
+    for name, doc, value in _COUNTERS:
+        lines.append(f"# HELP {name} {doc}\n# TYPE {name} counter\n")
+        for v in versions:
+            model = v.name.replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'{name}{{model="{model}",version="{v.version_str}"}} {value(v)}\n')
+    return "".join(lines).encode()
+
+
+def build_registry(manager: ModelManager, extra: Iterable[Any] = ()) -> CollectorRegistry:
+    """A registry with the model metrics and any extra collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ModelCollector(manager))
+    for collector in extra:
+        registry.register(collector)
+    return registry
+
+
+class MetricsApp:
+    """ASGI app answering every GET with the registry's text exposition."""
+
+    def __init__(self, manager: ModelManager, registry: CollectorRegistry) -> None:
+        self.manager = manager
+        self.registry = registry
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"].rstrip("/") not in ("", "/metrics"):
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b"see /metrics"})
+            return
+        body = render_counters(self.manager) + generate_latest(self.registry)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", CONTENT_TYPE),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

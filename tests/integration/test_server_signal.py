@@ -1,0 +1,110 @@
+"""`edgetier serve` as a process: --print-examples, structured logs, SIGTERM drains."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from server_harness import demo_repository, edit_config
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_sigterm_drains_requests_in_flight(tmp_path: Path) -> None:
+    repo = demo_repository(tmp_path / "repo", ("small", "simple"))
+    # requests wait 1.5 s in the queue, so they are in flight when SIGTERM comes
+    edit_config(repo, "small", dynamic_batching={"max_queue_delay_microseconds": 1_500_000})
+    http_port, grpc_port = _free_port(), _free_port()
+    exe = Path(sys.executable).with_name("edgetier")
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "serve",
+            "--model-repository",
+            str(repo),
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+            "--metrics-port",
+            "-1",
+            "--log-format",
+            "json",
+            "--print-examples",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.1)
+        tensor = grpcclient.InferInput("input", [1, 16], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 16), np.float32))
+        results: list[object] = []
+
+        def call() -> None:
+            try:
+                results.append(client.infer("small", [tensor]).as_numpy("output"))
+            except Exception as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=call) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(30)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert len(results) == 3
+    assert all(isinstance(r, np.ndarray) and r.shape == (1, 4) for r in results), results
+    assert "curl -s -X POST" in out and "tritonclient.grpc" in out
+    assert f"edgetier bench server grpc://127.0.0.1:{grpc_port} --model resnet50" in out
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert records, err
+    assert {"ts", "level", "logger", "message"} <= set(records[0])
+    assert any("draining" in r["message"] for r in records)
+
+
+def test_serve_rejects_a_missing_repository(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("edgetier")
+    result = subprocess.run(
+        [str(exe), "serve", "--model-repository", str(tmp_path / "absent")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, COLUMNS="200"),
+    )
+    assert result.returncode == 2
+    assert "is not a directory" in result.stderr
