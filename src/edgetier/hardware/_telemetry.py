@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psutil
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edgetier.hardware._energy import _busy_fraction
@@ -182,7 +182,9 @@ class TelemetrySampler:
 class TelemetryCollector(Collector):
     """Prometheus collector over a ``TelemetrySampler``; register it on the metrics registry.
 
-    ``registry.register(TelemetryCollector())`` exposes ``edgetier_gpu_*`` (NVML),
+    ``registry.register(TelemetryCollector())`` exposes Triton's ``nv_gpu_utilization``,
+    ``nv_gpu_memory_{used,total}_bytes``, ``nv_gpu_power_{usage,limit}`` and
+    ``nv_energy_consumption`` (NVML), ``edgetier_gpu_temperature_celsius``,
     ``edgetier_cpu_utilization_percent``, ``edgetier_memory_*_bytes``,
     ``edgetier_temperature_celsius`` and ``edgetier_power_watts`` at each scrape.
     """
@@ -201,11 +203,12 @@ class TelemetryCollector(Collector):
         def gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, labels=labels)
 
-        util = gauge("edgetier_gpu_utilization_percent", "GPU busy time (NVML).", gpu_labels)
-        mem_used = gauge("edgetier_gpu_memory_used_bytes", "GPU memory used.", gpu_labels)
-        mem_total = gauge("edgetier_gpu_memory_total_bytes", "GPU memory size.", gpu_labels)
-        power = gauge("edgetier_gpu_power_watts", "GPU board power draw.", gpu_labels)
-        limit = gauge("edgetier_gpu_power_limit_watts", "Enforced power limit.", gpu_labels)
+        # GPU metrics carry Triton's names (nv_gpu_*), so Triton dashboards work unchanged.
+        util = gauge("nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0).", gpu_labels)
+        mem_used = gauge("nv_gpu_memory_used_bytes", "GPU used memory, in bytes.", gpu_labels)
+        mem_total = gauge("nv_gpu_memory_total_bytes", "GPU total memory, in bytes.", gpu_labels)
+        power = gauge("nv_gpu_power_usage", "GPU power usage in watts.", gpu_labels)
+        limit = gauge("nv_gpu_power_limit", "GPU power management limit in watts.", gpu_labels)
         temp = gauge("edgetier_gpu_temperature_celsius", "GPU core temperature.", gpu_labels)
         clock = gauge("edgetier_gpu_sm_clock_hertz", "SM clock.", gpu_labels)
         throttle = gauge(
@@ -213,13 +216,11 @@ class TelemetryCollector(Collector):
             "1 while a clocks-event reason is active.",
             [*gpu_labels, "reason"],
         )
-        energy = CounterMetricFamily(
-            "edgetier_gpu_energy_joules", "Energy since driver load.", labels=gpu_labels
-        )
+        energy = gauge("nv_energy_consumption", "GPU energy consumption in joules.", gpu_labels)
         for g in s.gpus:
             lab = [str(g.index), g.name]
             for fam, value in (
-                (util, g.utilization_pct),
+                (util, g.utilization_pct / 100 if g.utilization_pct is not None else None),
                 (mem_used, g.memory_used_bytes),
                 (mem_total, g.memory_total_bytes),
                 (power, g.power_w),

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from edgetier.errors import EdgeTierError
+from edgetier.hardware import TelemetryCollector
 from edgetier.server._examples import examples
 from edgetier.server._logging import setup_logging
 from edgetier.server._server import InferenceServer
@@ -21,7 +22,7 @@ async def _main(settings: ServerSettings, print_examples: bool) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = InferenceServer(settings)
+    server = InferenceServer(settings, collectors=[TelemetryCollector()])
     try:
         await server.start()
     except EdgeTierError as exc:

@@ -73,7 +73,7 @@ def test_sampler_reads_nvml_and_jetson_and_exports_prometheus(tree) -> None:
     registry = CollectorRegistry()
     registry.register(TelemetryCollector(sampler))
     text = generate_latest(registry).decode()
-    assert 'edgetier_gpu_utilization_percent{gpu="0",name="NVIDIA A100-SXM4-80GB"} 97.0' in text
+    assert 'nv_gpu_utilization{gpu="0",name="NVIDIA A100-SXM4-80GB"} 0.97' in text
     assert (
         'edgetier_gpu_throttled{gpu="0",name="NVIDIA A100-SXM4-80GB",reason="sw_power_cap"} 1.0'
         in text
