@@ -1,7 +1,7 @@
 """EdgeTier: AI inference for fleets of GPU edge nodes.
 
-    $ edgetier serve --model-repository models/
-    $ curl localhost:8000/v2/health/ready
+$ edgetier serve --model-repository models/
+$ curl localhost:8000/v2/health/ready
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The `edgetier` command line.
 
-    $ edgetier --version
-    $ edgetier serve --model-repository models/
-    $ edgetier model convert --fp16 models/resnet50
+$ edgetier --version
+$ edgetier serve --model-repository models/
+$ edgetier model convert --fp16 models/resnet50
 """
 
 from __future__ import annotations

@@ -1,0 +1,217 @@
+"""Models of a pipeline: where their files are, their sidecars, their engines and batchers.
+
+Each model stage gets one `edgetier.runtime` engine and one `edgetier.batching`
+DynamicBatcher, in process: the frames (or crops) of every stream are submitted to the
+same batcher, which merges them into batches across streams.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import yaml
+
+from edgetier.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger("edgetier.pipeline")
+
+PACKAGE_SCHEME = "package://"
+
+
+def package_models_dir() -> Path:
+    """The folder of models shipped inside the edgetier.pipeline package."""
+    return Path(str(resources.files("edgetier.pipeline") / "models"))
+
+
+def resolve_model_path(ref: str, *, base_dir: Path) -> Path:
+    """`package://NAME` -> the shipped NAME.onnx; a relative path is relative to `base_dir`."""
+    if ref.startswith(PACKAGE_SCHEME):
+        name = ref.removeprefix(PACKAGE_SCHEME)
+        path = package_models_dir() / f"{name}.onnx"
+        if not path.is_file():
+            shipped = sorted(p.stem for p in package_models_dir().glob("*.onnx"))
+            raise ConfigError(
+                f"model {ref!r}: EdgeTier ships no model {name!r} "
+                f"(it has: {', '.join(shipped) or 'none'}); see docs/pipelines.md to build them"
+            )
+        return path
+    path = Path(ref).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    if not path.is_file():
+        raise ConfigError(f"model {ref!r}: {path} does not exist")
+    return path
+
+
+def read_sidecar(model_path: Path) -> dict[str, Any]:
+    """The YAML next to a model (same stem), or {} when there is none."""
+    sidecar = model_path.with_suffix(".yaml")
+    if not sidecar.is_file():
+        return {}
+    data = yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{sidecar}: must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def class_names(sidecar: dict[str, Any], count: int) -> list[str]:
+    """Class names from a sidecar (`names` as a list or an {index: name} map)."""
+    names = sidecar.get("names")
+    if isinstance(names, dict):
+        return [str(names.get(i, names.get(str(i), f"class{i}"))) for i in range(count)]
+    if isinstance(names, list) and len(names) >= count:
+        return [str(n) for n in names[:count]]
+    return [f"class{i}" for i in range(count)]
+
+
+@dataclass
+class ModelInfo:
+    path: Path
+    input_name: str
+    input_shape: list[int]  # [N, 3, H, W] with -1 where dynamic
+    output_names: list[str]
+    output_shapes: list[list[int]]
+    sidecar: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        size = self.sidecar.get("input_size") or self.sidecar.get("imgsz")
+        if isinstance(size, int):
+            return size, size
+        if isinstance(size, list | tuple) and len(size) == 2:
+            return int(size[0]), int(size[1])
+        h, w = self.input_shape[2], self.input_shape[3]
+        if h <= 0 or w <= 0:
+            raise ConfigError(
+                f"{self.path}: input {self.input_name!r} has dynamic H/W {self.input_shape}; "
+                "give input_size: [H, W] in the model's sidecar YAML"
+            )
+        return h, w
+
+
+def inspect_model(path: Path) -> ModelInfo:
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a readable ONNX model: {exc}") from None
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise ModelLoadError(f"{path}: a pipeline model needs 1 input, it has {len(inputs)}")
+
+    def dims(value: onnx.ValueInfoProto) -> list[int]:
+        shape = value.type.tensor_type.shape
+        return [d.dim_value if d.HasField("dim_value") else -1 for d in shape.dim]
+
+    shape = dims(inputs[0])
+    if len(shape) != 4 or shape[1] not in (3, -1):
+        raise ModelLoadError(f"{path}: input must be [N, 3, H, W], got {shape}")
+    return ModelInfo(
+        path=path,
+        input_name=inputs[0].name,
+        input_shape=shape,
+        output_names=[o.name for o in graph.output],
+        output_shapes=[dims(o) for o in graph.output],
+        sidecar=read_sidecar(path),
+    )
+
+
+def _model_config(info: ModelInfo, name: str, stage: Any) -> Any:
+    from edgetier.runtime import ModelConfig, datatype_of, triton_name
+
+    graph = onnx.load(str(info.path), load_external_data=False).graph
+
+    def tensor(value: onnx.ValueInfoProto) -> dict[str, Any]:
+        tt = value.type.tensor_type
+        dt = datatype_of(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)))
+        ds = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        return {"name": value.name, "data_type": triton_name(dt), "dims": ds[1:]}
+
+    batched = info.input_shape[0] == -1
+    return ModelConfig.model_validate(
+        {
+            "name": name,
+            "max_batch_size": stage.max_batch_size if batched else 0,
+            "input": [tensor(v) for v in graph.input if v.name == info.input_name],
+            "output": [tensor(v) for v in graph.output],
+            "optimization": {
+                "execution_providers": _providers(stage.execution_providers),
+                "intra_op_threads": stage.intra_op_threads,
+            },
+        }
+    )
+
+
+def _providers(asked: list[str] | None) -> list[str]:
+    if asked is not None:
+        return list(asked)
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    names = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider"}
+    return [k for k, v in names.items() if v in have] + ["cpu"]
+
+
+class ModelRunner:
+    """One engine behind one DynamicBatcher; `infer` splits large requests into batches."""
+
+    def __init__(self, name: str, info: ModelInfo, stage: Any) -> None:
+        from edgetier.batching import DynamicBatcher
+        from edgetier.runtime import load_engine
+
+        self.name = name
+        self.info = info
+        config = _model_config(info, name, stage)
+        self.engines = [
+            load_engine(info.path, config, instance=i) for i in range(stage.instance_count)
+        ]
+        self.provider = self.engines[0].provider
+        self.max_batch_size = stage.max_batch_size if info.input_shape[0] == -1 else 1
+        self._next = 0
+        self.batcher = DynamicBatcher(
+            self._execute,
+            max_batch_size=self.max_batch_size if info.input_shape[0] == -1 else 0,
+            max_queue_delay_us=stage.max_queue_delay_us,
+            instance_count=stage.instance_count,
+            name=name,
+        )
+        log.info("model %s: %s on %s", name, info.path.name, self.provider)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+    def _execute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        engine = self.engines[self._next % len(self.engines)]
+        self._next += 1
+        return engine.run(inputs)
+
+    async def start(self) -> None:
+        await self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop(drain=True)
+        for engine in self.engines:
+            engine.close()
+
+    async def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run `batch` ([N, 3, H, W]) through the batcher, in chunks of max_batch_size."""
+        n = batch.shape[0]
+        if n <= self.max_batch_size:
+            result = await self.batcher.submit({self.info.input_name: batch})
+            return result.outputs
+        import asyncio
+
+        parts = await asyncio.gather(
+            *(
+                self.batcher.submit({self.info.input_name: batch[i : i + self.max_batch_size]})
+                for i in range(0, n, self.max_batch_size)
+            )
+        )
+        return {k: np.concatenate([p.outputs[k] for p in parts]) for k in parts[0].outputs}

@@ -1,0 +1,413 @@
+"""Stages: detector, classifier, crop-and-cascade, tracker, analytics and user Python code.
+
+A stage has `ordered` (True when it keeps per-stream state and must see a stream's frames
+in order), `async start()`, `async process(frame) -> frame` and `async stop()`. Stages
+that are not ordered may run on several frames of a stream at once, which is what lets
+the batchers form batches larger than the number of streams.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import supervision as sv
+
+from edgetier.errors import ConfigError
+from edgetier.pipeline._analytics import LineCounter, SpeedEstimator, ZoneMonitor, anchor_points
+from edgetier.pipeline._config import (
+    AnalyticsStage,
+    CascadeStage,
+    ClassifierStage,
+    DetectorStage,
+    PythonStage,
+    TrackerStage,
+)
+from edgetier.pipeline._frame import FramePacket
+from edgetier.pipeline._models import ModelRunner, class_names
+from edgetier.pipeline._preprocess import Letterboxer, host_buffer, resize_crops_into
+from edgetier.pipeline._yolo import decode_yolo
+
+log = logging.getLogger("edgetier.pipeline")
+
+
+class Stage:
+    """Base of the built-in stages; a user class needs only `process` (see PythonCode)."""
+
+    id: str = ""
+    ordered: bool = False
+
+    async def start(self) -> None:
+        """Called once before the first frame."""
+
+    async def process(self, frame: FramePacket) -> FramePacket:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Called once after the last frame."""
+
+
+class _BufferPool:
+    """Reusable [1, 3, H, W] float32 request buffers (pinned where the engine is on a GPU)."""
+
+    def __init__(self, shape: tuple[int, ...], *, pinned: bool) -> None:
+        self.shape = shape
+        self.pinned = pinned
+        self._free: list[np.ndarray] = []
+
+    def acquire(self) -> np.ndarray:
+        return self._free.pop() if self._free else host_buffer(self.shape, pinned=self.pinned)
+
+    def release(self, buf: np.ndarray) -> None:
+        if len(self._free) < 64:
+            self._free.append(buf)
+
+
+class Detector(Stage):
+    """YOLO-family detector: letterbox -> shared batcher -> decode -> class-aware NMS."""
+
+    def __init__(self, cfg: DetectorStage, runner: ModelRunner) -> None:
+        self.id = cfg.id
+        self.cfg = cfg
+        self.runner = runner
+        info = runner.info
+        self.height, self.width = info.input_hw
+        out_shape = info.output_shapes[0]
+        num_classes = (out_shape[1] - 4) if len(out_shape) == 3 and out_shape[1] > 4 else None
+        names = info.sidecar.get("names")
+        count = num_classes or (len(names) if names else 1)
+        self.names = np.array(class_names(info.sidecar, count))
+        self.allowed: np.ndarray | None = None
+        if cfg.classes is not None:
+            unknown = [c for c in cfg.classes if c not in self.names]
+            if unknown:
+                raise ConfigError(
+                    f"stages.{cfg.id}.classes: {unknown} not among the model's classes "
+                    f"{self.names.tolist()}"
+                )
+            self.allowed = np.flatnonzero(np.isin(self.names, cfg.classes))
+        pad = int(info.sidecar.get("letterbox_value", info.sidecar.get("pad_value", 114)))
+        self.letterbox = Letterboxer(self.height, self.width, pad_value=pad)
+        self.pool = _BufferPool((1, 3, self.height, self.width), pinned=runner.on_gpu)
+        self.output_name = info.output_names[0]
+
+    async def process(self, frame: FramePacket) -> FramePacket:
+        buf = self.pool.acquire()
+        try:
+            box = self.letterbox(frame.image, buf[0])
+            outputs = await self.runner.infer(buf)
+        finally:
+            self.pool.release(buf)
+        raw = outputs[self.output_name][0]
+        boxes, scores, cls = decode_yolo(
+            raw,
+            confidence=self.cfg.confidence,
+            iou_threshold=self.cfg.iou_threshold,
+            max_detections=self.cfg.max_detections,
+            allowed_classes=self.allowed,
+        )
+        xyxy = box.to_frame(boxes, frame.meta.width, frame.meta.height)
+        frame.detections = sv.Detections(
+            xyxy=xyxy,
+            confidence=scores,
+            class_id=cls,
+            data={"class_name": self.names[cls] if len(cls) else np.empty(0, dtype=str)},
+        )
+        return frame
+
+
+class Classifier(Stage):
+    """Whole-frame classifier: `frame.meta.labels[field] = {label, score}` and an event."""
+
+    def __init__(self, cfg: ClassifierStage, runner: ModelRunner) -> None:
+        self.id = cfg.id
+        self.cfg = cfg
+        self.runner = runner
+        h, w = runner.info.input_hw
+        self.letterbox = Letterboxer(h, w)
+        self.pool = _BufferPool((1, 3, h, w), pinned=runner.on_gpu)
+        out = runner.info.output_shapes[0]
+        self.names = np.array(class_names(runner.info.sidecar, out[-1] if out[-1] > 0 else 1))
+
+    async def process(self, frame: FramePacket) -> FramePacket:
+        buf = self.pool.acquire()
+        try:
+            self.letterbox(frame.image, buf[0])
+            outputs = await self.runner.infer(buf)
+        finally:
+            self.pool.release(buf)
+        probs = outputs[self.runner.info.output_names[0]][0]
+        best = int(np.argmax(probs))
+        score = float(probs[best])
+        if score >= self.cfg.min_score:
+            label = str(self.names[best]) if best < len(self.names) else f"class{best}"
+            frame.meta.labels[self.cfg.field] = {"label": label, "score": score}
+            if frame.meta.frame_index % self.cfg.emit_every == 0:
+                frame.event(
+                    "classification",
+                    {"stage": self.id, "field": self.cfg.field, "label": label, "score": score},
+                )
+        return frame
+
+
+class Cascade(Stage):
+    """Model B on the crops of model A's detections; crops of all frames share a batcher."""
+
+    def __init__(self, cfg: CascadeStage, runner: ModelRunner) -> None:
+        self.id = cfg.id
+        self.cfg = cfg
+        self.runner = runner
+        self.height, self.width = runner.info.input_hw
+        out = runner.info.output_shapes[0]
+        self.names = np.array(class_names(runner.info.sidecar, out[-1] if out[-1] > 0 else 1))
+
+    async def process(self, frame: FramePacket) -> FramePacket:
+        det = frame.detections
+        n = len(det)
+        labels = np.full(n, "", dtype=object)
+        scores = np.full(n, np.nan, dtype=np.float32)
+        if n:
+            names = det.data.get("class_name")
+            wanted = np.isin(names, self.cfg.on_classes) if names is not None else np.zeros(n, bool)
+            sizes = np.minimum(det.xyxy[:, 2] - det.xyxy[:, 0], det.xyxy[:, 3] - det.xyxy[:, 1])
+            idx = np.flatnonzero(wanted & (sizes >= self.cfg.min_box_px))
+            if idx.size:
+                crops = host_buffer(
+                    (idx.size, 3, self.height, self.width), pinned=self.runner.on_gpu
+                )
+                resize_crops_into(frame.image, det.xyxy[idx], crops, padding=self.cfg.padding)
+                outputs = await self.runner.infer(crops)
+                probs = outputs[self.runner.info.output_names[0]]
+                best = probs.argmax(axis=1)
+                labels[idx] = self.names[best]
+                scores[idx] = probs[np.arange(idx.size), best]
+        det.data[self.cfg.field] = labels.astype(str)
+        det.data[f"{self.cfg.field}_score"] = scores
+        return frame
+
+
+class Tracker(Stage):
+    """ByteTrack (the `trackers` library), one tracker per stream."""
+
+    ordered = True
+
+    def __init__(self, cfg: TrackerStage) -> None:
+        self.id = cfg.id
+        self.cfg = cfg
+        self._trackers: dict[str, Any] = {}
+
+    def _tracker(self, stream_id: str) -> Any:
+        tracker = self._trackers.get(stream_id)
+        if tracker is None:
+            from trackers import ByteTrackTracker
+
+            c = self.cfg
+            tracker = ByteTrackTracker(
+                lost_track_buffer=c.lost_track_buffer,
+                frame_rate=c.frame_rate,
+                track_activation_threshold=c.track_activation_threshold,
+                minimum_consecutive_frames=c.minimum_consecutive_frames,
+                minimum_iou_threshold=c.minimum_iou_threshold,
+                high_conf_det_threshold=c.high_conf_det_threshold,
+            )
+            self._trackers[stream_id] = tracker
+        return tracker
+
+    async def process(self, frame: FramePacket) -> FramePacket:
+        det = frame.detections
+        if det.confidence is None:
+            det.confidence = np.ones(len(det), dtype=np.float32)
+        frame.detections = self._tracker(frame.meta.stream_id).update(det)
+        return frame
+
+
+class _StreamAnalytics:
+    def __init__(self, cfg: AnalyticsStage) -> None:
+        self.lines = {line.id: LineCounter(line.start, line.end) for line in cfg.lines}
+        self.zones = {zone.id: ZoneMonitor(zone.polygon) for zone in cfg.zones}
+        self.speed = (
+            SpeedEstimator(cfg.pixels_per_metre, cfg.speed_window_s)
+            if cfg.pixels_per_metre
+            else None
+        )
+        self.next_summary_s: float | None = None
+
+
+class Analytics(Stage):
+    """Line crossings, zone occupancy and dwell, speed, and a periodic `counts` summary."""
+
+    ordered = True
+
+    def __init__(self, cfg: AnalyticsStage) -> None:
+        self.id = cfg.id
+        self.cfg = cfg
+        self._streams: dict[str, _StreamAnalytics] = {}
+
+    def counts(self, stream_id: str) -> dict[str, Any]:
+        state = self._streams.get(stream_id)
+        if state is None:
+            return {"lines": {}, "zones": {}}
+        return {
+            "lines": {k: {"in": v.count_in, "out": v.count_out} for k, v in state.lines.items()},
+            "zones": {k: {"occupancy": v.occupancy} for k, v in state.zones.items()},
+        }
+
+    async def process(self, frame: FramePacket) -> FramePacket:
+        sid = frame.meta.stream_id
+        state = self._streams.get(sid)
+        if state is None:
+            state = self._streams[sid] = _StreamAnalytics(self.cfg)
+        det = frame.detections
+        ts = frame.meta.media_ts_s
+        tids = det.tracker_id if det.tracker_id is not None else np.full(len(det), -1)
+        names = det.data.get("class_name", np.full(len(det), "", dtype=object))
+        if state.speed is not None:
+            speeds = state.speed.update(tids, anchor_points(det.xyxy, "bottom_center"), ts)
+            det.data["speed_kmh"] = speeds
+        for line in self.cfg.lines:
+            mask = np.ones(len(det), bool) if line.classes is None else np.isin(names, line.classes)
+            points = anchor_points(det.xyxy[mask], line.anchor)
+            counter = state.lines[line.id]
+            for tid, direction in counter.update(tids[mask], points):
+                row = int(np.flatnonzero(tids == tid)[0])
+                frame.event(
+                    "line_crossing",
+                    {
+                        "line": line.id,
+                        "direction": direction,
+                        "track_id": tid,
+                        **_object(det, row),
+                        "count_in": counter.count_in,
+                        "count_out": counter.count_out,
+                    },
+                )
+        for zone in self.cfg.zones:
+            mask = np.ones(len(det), bool) if zone.classes is None else np.isin(names, zone.classes)
+            monitor = state.zones[zone.id]
+            entered, left = monitor.update(
+                tids[mask], anchor_points(det.xyxy[mask], zone.anchor), ts
+            )
+            for tid in entered:
+                row = int(np.flatnonzero(tids == tid)[0])
+                frame.event(
+                    "zone_enter",
+                    {
+                        "zone": zone.id,
+                        "track_id": tid,
+                        **_object(det, row),
+                        "occupancy": monitor.occupancy,
+                    },
+                )
+            for tid, dwell_s in left:
+                frame.event(
+                    "zone_exit",
+                    {
+                        "zone": zone.id,
+                        "track_id": tid,
+                        "dwell_s": round(dwell_s, 3),
+                        "occupancy": monitor.occupancy,
+                    },
+                )
+        if state.next_summary_s is None:
+            state.next_summary_s = ts + self.cfg.summary_interval_s
+        elif ts >= state.next_summary_s:
+            state.next_summary_s = ts + self.cfg.summary_interval_s
+            frame.event("counts", {"stage": self.id, **self.counts(sid), "objects": len(det)})
+        return frame
+
+
+def _object(det: sv.Detections, row: int) -> dict[str, Any]:
+    """JSON-ready description of detection `row`: class, box, confidence and data fields."""
+    out: dict[str, Any] = {"box": [round(float(v), 1) for v in det.xyxy[row]]}
+    if det.confidence is not None:
+        out["confidence"] = round(float(det.confidence[row]), 4)
+    if det.tracker_id is not None:
+        out["track_id"] = int(det.tracker_id[row])
+    for key, values in det.data.items():
+        value = values[row]
+        if isinstance(value, np.floating):
+            value = None if np.isnan(value) else round(float(value), 3)
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+class PythonCode(Stage):
+    """User code. `target` is `module:function` or `module:Class`.
+
+    A function is called as ``fn(frame, **params)``; a class is instantiated as
+    ``Class(**params)`` and its ``process(frame)`` called for every frame, then its
+    optional ``close()`` at the end. Either may be ``async``. Return the frame, a new
+    ``sv.Detections`` (which replaces the frame's) or None (the frame was changed in place).
+    """
+
+    def __init__(self, cfg: PythonStage) -> None:
+        self.id = cfg.id
+        self.cfg = cfg
+        self.ordered = cfg.ordered
+        module_name, _, attr = cfg.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(
+                f"stages.{cfg.id}.target: cannot import {module_name!r}: {exc}"
+            ) from None
+        obj = getattr(module, attr, None)
+        if obj is None:
+            raise ConfigError(f"stages.{cfg.id}.target: {module_name!r} has no {attr!r}")
+        self._close: Callable[[], Any] | None = None
+        if inspect.isclass(obj):
+            instance = obj(**cfg.params)
+            if not callable(getattr(instance, "process", None)):
+                raise ConfigError(f"stages.{cfg.id}.target: class {attr} has no process(frame)")
+            self._fn: Callable[..., Any] = instance.process
+            self._kwargs: dict[str, Any] = {}
+            self._close = getattr(instance, "close", None)
+        elif callable(obj):
+            self._fn = obj
+            self._kwargs = dict(cfg.params)
+        else:
+            raise ConfigError(f"stages.{cfg.id}.target: {cfg.target} is not callable")
+
+    async def process(self, frame: FramePacket) -> FramePacket:
+        result = self._fn(frame, **self._kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is None:
+            return frame
+        if isinstance(result, FramePacket):
+            return result
+        if isinstance(result, sv.Detections):
+            frame.detections = result
+            return frame
+        raise TypeError(
+            f"stage {self.id}: {self.cfg.target} returned {type(result).__name__}; "
+            "return the frame, an sv.Detections or None"
+        )
+
+    async def stop(self) -> None:
+        if self._close is not None:
+            result = self._close()
+            if inspect.isawaitable(result):
+                await result
+
+
+def build_stage(cfg: Any, runners: dict[str, ModelRunner]) -> Stage:
+    if isinstance(cfg, DetectorStage):
+        return Detector(cfg, runners[cfg.id])
+    if isinstance(cfg, ClassifierStage):
+        return Classifier(cfg, runners[cfg.id])
+    if isinstance(cfg, CascadeStage):
+        return Cascade(cfg, runners[cfg.id])
+    if isinstance(cfg, TrackerStage):
+        return Tracker(cfg)
+    if isinstance(cfg, AnalyticsStage):
+        return Analytics(cfg)
+    if isinstance(cfg, PythonStage):
+        return PythonCode(cfg)
+    raise TypeError(f"unknown stage config {type(cfg).__name__}")
