@@ -7,7 +7,7 @@ PIP := $(BIN)/pip install -q -c constraints.txt
 DEMO_REPO ?= var/demo-models
 HOST ?= 127.0.0.1
 
-.PHONY: venv install install-test demo-repo up test lint typecheck bench bench-docs clean
+.PHONY: venv install install-test demo-repo up test lint typecheck bench bench-docs clean models
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,16 @@ lint:
 
 typecheck:
 	$(BIN)/mypy
+
+bench-docs:
+	$(BIN)/edgetier bench docs benchmarks/results --out docs/benchmarks.md --img-dir docs/img
+
+# Retrain the shipped pipeline models (detector + colour classifier) on synthetic scenes,
+# on the CPU, then measure their quality on held-out scenes (docs/pipeline-models.md).
+models: venv
+	$(PIP) -e '.[video,train]'
+	$(BIN)/python -m edgetier.pipeline._train --out src/edgetier/pipeline/models
+	$(BIN)/python -m edgetier.pipeline._quality --json benchmarks/results/pipeline-quality.json
 
 clean:
 	rm -rf $(VENV) var build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,118 @@
+"""Regenerate docs/benchmarks.md and its plots from the JSON files under benchmarks/results/.
+
+Each ``<stem>.json`` becomes a section (known stems get a title and a sentence saying what
+they show) with its table and plots; the page states machine, date and command per section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgetier.bench._report import render_markdown, render_plots
+from edgetier.bench._schema import BenchReport
+
+__all__ = ["build_docs"]
+
+_SECTIONS: dict[str, tuple[str, str]] = {
+    "compare_resnet50": (
+        "ResNet-50: EdgeTier, PyTriton and Ray Serve against raw ONNX Runtime",
+        "Each system started by `edgetier bench compare` in its own process, one after the "
+        "other, with the same ONNX Runtime threads, max batch size and queue delay.",
+    ),
+    "compare_small": (
+        "Small model: the cost of the server path",
+        "A tiny MLP, where the model costs almost nothing and what is measured is the serving "
+        "path itself.",
+    ),
+    "server_vs_raw": (
+        "ResNet-50 at saturation: EdgeTier server against raw ONNX Runtime",
+        "Target: server throughput at least 95 % of raw ONNX Runtime's for the same model, "
+        "threads and batch size (gRPC, binary tensors).",
+    ),
+    "added_latency": (
+        "Added latency at batch 1 on a small model (gRPC and HTTP)",
+        "Target: server p50 minus raw engine p50 under 1 ms over gRPC.",
+    ),
+    "dynamic_batching": (
+        "Dynamic batching on and off at concurrency 8",
+        "The same server and model with dynamic batching on and off.",
+    ),
+    "transports": (
+        "HTTP and gRPC, binary tensors and system shared memory",
+        "The load generator over both protocols, with and without system shared memory.",
+    ),
+    "peak_memory": (
+        "Peak server memory with the demo repository",
+        "Resident memory of the server process (and its children) while it serves every demo "
+        "model under load.",
+    ),
+    "open_loop": (
+        "Latency against offered rate (open loop, Poisson arrivals)",
+        "Latency measured from each request's scheduled send time, so queueing shows.",
+    ),
+}
+
+_HEADER = """# Benchmarks
+
+Every figure on this page was measured by `edgetier bench` or a script under
+`benchmarks/`, and is regenerated from the JSON files in `benchmarks/results/` with
+
+    make bench-docs
+
+Each section names the machine, the date and the command that produced it. Ratios are
+measured side by side in one run; the machine these ran on is small and shared, so read
+absolute times as indications and repeat runs on your own hardware (see "Reproduce" below).
+Energy marked *estimated* comes from a device profile (TDP × utilisation), never from a
+sensor; measured energy names its sensor (NVML, RAPL, Jetson INA3221).
+"""
+
+_FOOTER = """## Reproduce
+
+    .venv/bin/python benchmarks/server_vs_raw.py
+    .venv/bin/python benchmarks/added_latency.py
+    .venv/bin/python benchmarks/dynamic_batching.py
+    .venv/bin/python benchmarks/transports.py
+    .venv/bin/python benchmarks/peak_memory.py
+    .venv/bin/python benchmarks/compare_peers.py   # needs the peers (see below)
+    make bench-docs
+
+The peers run from their own environment, because PyTriton 0.7 needs numpy < 2:
+
+    python3 -m venv .venv-peers
+    .venv-peers/bin/pip install 'nvidia-pytriton==0.7.0' 'onnxruntime==1.32.0' 'ray[serve]==2.60.0'
+    edgetier bench compare resnet50 --peer-python .venv-peers/bin/python
+"""
+
+
+def build_docs(results_dir: Path, out_md: Path, img_dir: Path) -> list[Path]:
+    """Write ``out_md`` and one set of PNGs per result file; returns the files written."""
+    files = sorted(results_dir.glob("*.json"))
+    order = {stem: i for i, stem in enumerate(_SECTIONS)}
+    files.sort(key=lambda p: (order.get(p.stem, len(order)), p.stem))
+    parts = [_HEADER]
+    written: list[Path] = []
+    for path in files:
+        report = BenchReport.read(path)
+        title, blurb = _SECTIONS.get(path.stem, (path.stem.replace("_", " "), ""))
+        parts.append(f"## {title}\n")
+        if blurb:
+            parts.append(blurb + "\n")
+        parts.append(render_markdown(report, title="Results").replace("### Results\n\n", ""))
+        plots = render_plots(report, img_dir, path.stem)
+        written += plots
+        rel = _relative(img_dir, out_md.parent)
+        parts += [f"![{p.stem}]({rel}/{p.name})\n" for p in plots]
+        parts.append(f"Source: `benchmarks/results/{path.name}`\n")
+    if not files:
+        parts.append("No results yet: run the scripts under `benchmarks/`.\n")
+    parts.append(_FOOTER)
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text("\n".join(parts), encoding="utf-8")
+    return [out_md, *written]
+
+
+def _relative(target: Path, start: Path) -> str:
+    try:
+        return target.resolve().relative_to(start.resolve()).as_posix()
+    except ValueError:
+        return target.as_posix()

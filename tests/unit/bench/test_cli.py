@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgetier.bench import BenchReport
+from edgetier.cli._app import app
+
+runner = CliRunner()
+
+
+def test_bench_model_in_process(tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "model",
+            str(tiny_model),
+            "--batch-sizes",
+            "1,4",
+            "--count",
+            "30",
+            "--warmup-s",
+            "0.01",
+            "--no-progress",
+            "--no-energy",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = BenchReport.read(out.with_suffix(".json"))
+    assert report.kind == "model" and report.model and report.model.name == "tiny"
+    assert [r.batch_size for r in report.results] == [1, 4]
+    assert all(r.requests == 30 and r.system == "onnxruntime" for r in report.results)
+    assert all(r.provider == "CPUExecutionProvider" for r in report.results)
+    assert "| onnxruntime |" in result.output
+    assert out.with_suffix(".md").read_text().count("| onnxruntime |") == 2
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["results"][0]["energy_j_per_inference"] is None
+
+
+def test_bench_model_skips_unavailable_precision(tiny_model: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "model",
+            str(tiny_model),
+            "--precisions",
+            "fp32,int8",
+            "--count",
+            "5",
+            "--warmup-s",
+            "0",
+            "--no-progress",
+            "--no-energy",
+            "--no-plots",
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = BenchReport.read(tmp_path / "m.json")
+    assert {r.precision for r in report.results} == {"fp32"}
+    assert any("int8: skipped" in n for n in report.notes)
+
+
+def test_bench_model_missing_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "model", str(tmp_path / "nope.onnx")])
+    assert result.exit_code == 2
+    assert "not found" in result.output
+
+
+def test_bench_server_bad_url() -> None:
+    result = runner.invoke(app, ["bench", "server", "localhost:8001", "--model", "m"])
+    assert result.exit_code == 2
+    assert "grpc://host:port" in result.output
+
+
+def test_bench_server_json_over_grpc_refused() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "server",
+            "grpc://127.0.0.1:1",
+            "--model",
+            "m",
+            "--tensors",
+            "json",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "HTTP only" in result.output
+
+
+def test_perf_analyzer_absent_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    result = runner.invoke(
+        app, ["bench", "server", "grpc://127.0.0.1:1", "--model", "m", "--perf-analyzer"]
+    )
+    assert result.exit_code == 2
+    assert "perf_analyzer is not on PATH" in result.output
+
+
+def test_compare_unknown_system() -> None:
+    result = runner.invoke(app, ["bench", "compare", "x.onnx", "--systems", "onnxruntime,vllm"])
+    assert result.exit_code == 2
+    assert "vllm" in result.output
+
+
+def test_compare_missing_peer_gives_install_command(tiny_model: Path, tmp_path: Path) -> None:
+    # An interpreter that cannot import the peer: this one, with an empty module path.
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
+    fake.chmod(0o755)
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "compare",
+            str(tiny_model),
+            "--systems",
+            "pytriton",
+            "--peer-python",
+            str(fake),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "pip install" in result.output and "nvidia-pytriton" in result.output
+
+
+def test_pipeline_missing_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "pipeline", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 2
+    assert "not found" in result.output
