@@ -12,18 +12,18 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
-    "EdgeTierError",
     "ConfigError",
+    "EdgeTierError",
     "InvalidInputError",
-    "NotFoundError",
+    "MissingExtraError",
+    "ModelLoadError",
     "ModelNotFoundError",
     "ModelNotReadyError",
-    "ModelLoadError",
+    "NotFoundError",
+    "PayloadTooLargeError",
     "QueueFullError",
     "RequestTimeoutError",
-    "PayloadTooLargeError",
     "ShutdownError",
-    "MissingExtraError",
     "UnsupportedError",
 ]
 

@@ -123,28 +123,16 @@ def inspect_model(path: Path) -> ModelInfo:
 
 
 def _model_config(info: ModelInfo, name: str, stage: Any) -> Any:
-    from edgetier.runtime import ModelConfig, datatype_of, triton_name
+    from edgetier.runtime import config_for_file
 
-    graph = onnx.load(str(info.path), load_external_data=False).graph
-
-    def tensor(value: onnx.ValueInfoProto) -> dict[str, Any]:
-        tt = value.type.tensor_type
-        dt = datatype_of(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)))
-        ds = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-        return {"name": value.name, "data_type": triton_name(dt), "dims": ds[1:]}
-
-    batched = info.input_shape[0] == -1
-    return ModelConfig.model_validate(
-        {
-            "name": name,
-            "max_batch_size": stage.max_batch_size if batched else 0,
-            "input": [tensor(v) for v in graph.input if v.name == info.input_name],
-            "output": [tensor(v) for v in graph.output],
-            "optimization": {
-                "execution_providers": _providers(stage.execution_providers),
-                "intra_op_threads": stage.intra_op_threads,
-            },
-        }
+    return config_for_file(
+        info.path,
+        name=name,
+        max_batch_size=stage.max_batch_size if info.input_shape[0] == -1 else 0,
+        optimization={
+            "execution_providers": _providers(stage.execution_providers),
+            "intra_op_threads": stage.intra_op_threads,
+        },
     )
 
 

@@ -9,6 +9,7 @@ Usage::
 
 from __future__ import annotations
 
+from edgetier.runtime._autocomplete import config_for_file
 from edgetier.runtime._config import (
     DEFAULT_MAX_BATCH_SIZE,
     DynamicBatchingConfig,
@@ -54,6 +55,7 @@ __all__ = [
     "TensorSpec",
     "VersionPolicy",
     "build_demo_repository",
+    "config_for_file",
     "convert_fp16",
     "datatype_of",
     "element_size",

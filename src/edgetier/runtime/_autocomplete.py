@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -23,7 +24,7 @@ from edgetier.runtime._config import (
 )
 from edgetier.runtime._datatypes import datatype_of_onnx, triton_name
 
-__all__ = ["GraphTensor", "complete_config", "read_graph_io"]
+__all__ = ["GraphTensor", "complete_config", "config_for_file", "read_graph_io"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,17 @@ def complete_config(config: ModelConfig, model_path: Path, *, source: str) -> Mo
     # Re-validate: the graph may have made a cross-field rule fail (e.g. max_batch_size 0
     # with preferred batch sizes).
     return parse_config(completed.model_dump(exclude_unset=False), source=source)
+
+
+def config_for_file(model_path: Path, *, name: str, **fields: Any) -> ModelConfig:
+    """A config for one ONNX file outside a repository: ``fields``, the rest from its graph.
+
+    The pipelines use it to run a model file through the same engines as the server.
+    """
+    source = str(model_path)
+    return complete_config(
+        parse_config({**fields, "name": name}, source=source), model_path, source=source
+    )
 
 
 def _can_batch(tensors: list[GraphTensor]) -> bool:
