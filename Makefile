@@ -7,7 +7,7 @@ PIP := $(BIN)/pip install -q -c constraints.txt
 DEMO_REPO ?= var/demo-models
 HOST ?= 127.0.0.1
 
-.PHONY: venv install install-test demo-repo up test lint typecheck bench bench-docs clean models
+.PHONY: venv install install-test system-deps demo-repo up test lint typecheck peers bench-docs models clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,13 @@ lint:
 
 typecheck:
 	$(BIN)/mypy
+
+# The peers that `edgetier bench compare` starts beside EdgeTier. PyTriton 0.7 needs
+# numpy < 2, so they live in their own venv; compare finds it (--peer-python).
+peers: .venv-peers/bin/python
+.venv-peers/bin/python:
+	$(PY) -m venv .venv-peers
+	.venv-peers/bin/pip install -q 'nvidia-pytriton==0.7.0' 'onnxruntime==1.32.0' 'ray[serve]==2.60.0'
 
 bench-docs:
 	$(BIN)/edgetier bench docs benchmarks/results --out docs/benchmarks.md --img-dir docs/img
