@@ -6,7 +6,7 @@ the YOLOv8 output layout) and the vehicle-colour classifier for the cascade. Eac
 gets a YAML sidecar (:class:`ModelCard`) with class names, input size and how it was made.
 
     python -m edgetier.pipeline._train --out src/edgetier/pipeline/models
-    python -m edgetier.pipeline._train --out /tmp/models --tiny   # seconds, for tests
+    python -m edgetier.pipeline._train --out build/models --tiny  # seconds, for tests
 
 torch is imported inside the functions that need it (`pip install 'edgetier[train]'`).
 """
@@ -483,7 +483,9 @@ def export_onnx(
 
 
 def _write_card(path: Path, card: ModelCard) -> None:
-    path.write_text(yaml.safe_dump(card.model_dump(mode="json"), sort_keys=False), "utf-8")
+    path.write_text(
+        yaml.safe_dump(card.model_dump(mode="json", exclude_none=True), sort_keys=False), "utf-8"
+    )
 
 
 def build_models(

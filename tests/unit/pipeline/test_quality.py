@@ -103,3 +103,48 @@ def test_held_out_scenes_are_distinct_720p() -> None:
     scenes = held_out_scenes(6, duration_s=2.0)
     assert len({s.seed for s in scenes}) == 6
     assert all((s.width, s.height, s.duration_s) == (1280, 720, 2.0) for s in scenes)
+
+
+def test_scenes_with_reused_ids_need_their_own_offsets() -> None:
+    # two scenes, each with object 1 tracked as 0: the same ids mean different objects
+    mixed, apart = TrackingEval(), TrackingEval()
+    for scene, x in enumerate((0.0, 500.0)):
+        for f in range(4):
+            truth = _gt([(1, VEHICLE, x + f)])
+            hyp_ids = np.array([0])
+            mixed.update(
+                truth, truth.boxes_xyxy, truth.class_id, hyp_ids if scene == 0 else np.array([5])
+            )
+            apart.update(truth, truth.boxes_xyxy, truth.class_id, hyp_ids, id_offset=scene * 100)
+    assert apart.summary()["vehicle"]["idf1"] == pytest.approx(1.0)
+    # without offsets, truth id 1 of scene 2 is taken for scene 1's object: IDF1 drops
+    assert mixed.summary()["vehicle"]["idf1"] == pytest.approx(0.5)
+
+
+def test_shipped_models_have_the_documented_layout_and_find_objects() -> None:
+    import onnx
+    import yaml
+
+    from edgetier.pipeline._models import package_models_dir
+    from edgetier.pipeline._quality import ColourEval, OnnxDetector
+    from edgetier.pipeline._synthetic import CLASS_NAMES, COLOUR_NAMES, SceneConfig, SyntheticScene
+
+    models = package_models_dir()
+    card = yaml.safe_load((models / "detector.yaml").read_text())
+    assert card["names"] == list(CLASS_NAMES) and card["layout"] == "yolov8"
+    h, w = card["input_size"]
+    graph = onnx.load(str(models / "detector.onnx")).graph
+    out_dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim][1:]
+    assert out_dims == [4 + len(CLASS_NAMES), (h // 8) * (w // 8) + (h // 16) * (w // 16)]
+    assert yaml.safe_load((models / "colour.yaml").read_text())["names"] == list(COLOUR_NAMES)
+
+    scene = SyntheticScene(SceneConfig(seed=1_000_123, duration_s=1.0))
+    frame = scene.frame(15)
+    boxes, scores, cls = OnnxDetector(models / "detector.onnx")(frame.image, confidence=0.3)
+    ev = DetectionEval()
+    ev.update(boxes, scores, cls, frame.truth.boxes_xyxy, frame.truth.class_id)
+    found = [ap for ap in ev.per_class() if ap is not None]
+    assert found and min(found) > 0.5  # a trained detector, not random weights
+    colour = ColourEval(models / "colour.onnx")
+    colour.update(frame.image, frame.truth)
+    assert colour.accuracy is not None and colour.accuracy > 0.5
