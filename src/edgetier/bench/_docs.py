@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgetier.bench._report import render_markdown, render_plots
-from edgetier.bench._schema import BenchReport
+from edgetier.bench._schema import SCHEMA, BenchReport
 
 __all__ = ["build_docs"]
 
@@ -86,7 +86,8 @@ The peers run from their own environment, because PyTriton 0.7 needs numpy < 2:
 
 def build_docs(results_dir: Path, out_md: Path, img_dir: Path) -> list[Path]:
     """Write ``out_md`` and one set of PNGs per result file; returns the files written."""
-    files = sorted(results_dir.glob("*.json"))
+    # Other figures (e.g. pipeline-quality.json) share the folder: take bench reports only.
+    files = [p for p in results_dir.glob("*.json") if f'"{SCHEMA}"' in p.read_text("utf-8")]
     order = {stem: i for i, stem in enumerate(_SECTIONS)}
     files.sort(key=lambda p: (order.get(p.stem, len(order)), p.stem))
     parts = [_HEADER]

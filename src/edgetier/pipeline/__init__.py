@@ -16,6 +16,9 @@ from edgetier.pipeline._preprocess import Letterboxer, LetterboxInfo
 from edgetier.pipeline._runner import Pipeline, StreamStats
 from edgetier.pipeline._stages import Stage
 from edgetier.pipeline._synthetic import (
+    CLASS_NAMES,
+    COLOUR_NAMES,
+    Crossing,
     GroundTruth,
     SceneConfig,
     SyntheticFrame,
@@ -26,6 +29,9 @@ from edgetier.pipeline._synthetic import (
 from edgetier.pipeline._yolo import decode_yolo, nms
 
 __all__ = [
+    "CLASS_NAMES",
+    "COLOUR_NAMES",
+    "Crossing",
     "Event",
     "FrameMeta",
     "FramePacket",
