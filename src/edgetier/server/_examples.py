@@ -6,6 +6,21 @@ as printed.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+
+
+def _command() -> str:
+    """How to call this very `edgetier`: its name when on PATH, else its path (.venv/bin)."""
+    me = sys.argv[0]
+    on_path = shutil.which("edgetier")
+    if os.path.basename(me) == "edgetier" and (
+        on_path is None or os.path.realpath(on_path) != os.path.realpath(me)
+    ):
+        return me
+    return "edgetier"
+
 
 def examples(host: str, http_port: int, grpc_port: int, metrics_port: int | None) -> str:
     """The text printed once the server is ready."""
@@ -31,9 +46,8 @@ inputs[1].set_data_from_numpy(b)
 result = client.infer("simple", inputs)
 print("sum:", result.as_numpy("OUTPUT0"))
 print("difference:", result.as_numpy("OUTPUT1"))"""
-    bench = (
-        f"edgetier bench server grpc://{host}:{grpc_port} --model resnet50 --concurrency 1,2,4,8"
-    )
+    sweep = "--model resnet50 --concurrency 1,2,4,8"
+    bench = f"{_command()} bench server grpc://{host}:{grpc_port} {sweep}"
     lines = [
         "EdgeTier is ready.",
         "",
