@@ -243,7 +243,12 @@ def render_plots(report: BenchReport, out_dir: Path, stem: str) -> list[Path]:
                 hatch="//" if r.energy_estimated else "",
                 color="tab:orange" if r.energy_estimated else "tab:blue",
             )
-            where = f"c{r.concurrency}" if r.concurrency else f"{r.offered_rate_per_s:g}/s"
+            if r.concurrency:
+                where = f"c{r.concurrency}"
+            elif r.offered_rate_per_s is not None:
+                where = f"{r.offered_rate_per_s:g}/s"
+            else:
+                where = f"b{r.batch_size}"
             labels.append(f"{_series_key(r)} {where}\n{tag}")
         ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=30, ha="right")
         ax.set_ylabel("energy per inference (J)")

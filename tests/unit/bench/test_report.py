@@ -135,3 +135,25 @@ def test_perf_analyzer_csv_fixture() -> None:
     assert rows[1].throughput_per_s == pytest.approx(3102.2)
     assert rows[0].latency_ms.p99 == pytest.approx(1.104)
     assert rows[0].latency_ms.max is None
+
+
+def test_pipeline_report_with_energy_writes_its_plot(make_result: Any, tmp_path: Path) -> None:
+    row = make_result(
+        6.0,
+        concurrency=None,
+        system="edgetier-pipeline",
+        energy_j_per_inference=1.4,
+        energy_source="estimate:cpu-x86",
+        energy_estimated=True,
+    )
+    report = make_report("pipeline", [row], model=ModelInfo(name="p", sha256="0" * 64), command="x")
+    files = write_outputs(report, tmp_path / "pipe")
+    assert (tmp_path / "pipe-energy.png") in files
+
+
+def test_build_docs_skips_other_json(report: BenchReport, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    report.write(results / "compare_small.json")
+    (results / "pipeline-quality.json").write_text('{"map50": 0.9}')
+    build_docs(results, tmp_path / "benchmarks.md", tmp_path / "img")
+    assert "pipeline-quality" not in (tmp_path / "benchmarks.md").read_text()
