@@ -5,6 +5,8 @@ event loop thread, and a batch finishing on a worker thread. A worker that finis
 batch takes the next ready one itself, so an instance never idles while the loop catches
 up; the queue is therefore shared under one short lock. Futures are only touched on the
 loop thread: a worker hands each finished batch back with ``call_soon_threadsafe``.
+With ``inline_execute_us``, a cheap batch of an idle single-instance batcher runs on the
+loop thread instead, skipping both hand-offs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ _NEW, _RUNNING, _DRAINING, _STOPPED = "new", "running", "draining", "stopped"
 _INF = float("inf")
 _EWMA_ALPHA = 0.2
 """Weight of the newest batch in the service-rate estimate behind retry_after_s."""
+_INLINE_AFTER = 8
+"""Batches run on the worker before inline_execute_us trusts the time estimate."""
 
 
 class DynamicBatcher:
@@ -54,6 +58,11 @@ class DynamicBatcher:
     the same names, dtypes and non-batch shapes; a request is never split. ``dynamic=False``
     runs requests one by one as sent (Triton's default scheduler), and so does a model
     without a batch dimension (``max_batch_size=0``).
+
+    ``inline_execute_us`` > 0 lets a single-instance batcher run a batch that is ready
+    while its instance is idle on the event loop thread itself, once the batches' recent
+    average time is under that many microseconds: for cheap models the hand-off to the
+    worker thread and back costs more than the work. Off by default.
 
     Example::
 
@@ -74,6 +83,7 @@ class DynamicBatcher:
         default_priority_level: int = 0,
         default_timeout_us: int = 0,
         instance_count: int = 1,
+        inline_execute_us: int = 0,
         name: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -89,7 +99,11 @@ class DynamicBatcher:
             instance_count=instance_count,
         )
         self.name = name
+        if inline_execute_us < 0:
+            raise ConfigError(f"inline_execute_us must be >= 0, got {inline_execute_us}")
         self._executes = _per_instance(execute, instance_count)
+        # with one instance, a free instance means an idle worker: its execute may run here
+        self._inline_s = inline_execute_us / 1e6 if instance_count == 1 else 0.0
         self._clock = clock
         opts = self.options
         self._max_rows = opts.max_batch_size
@@ -119,6 +133,7 @@ class DynamicBatcher:
         self._lock = threading.Lock()
         self._ewma_batch_s = 0.0
         self._ewma_requests = 0.0
+        self._batches_seen = 0
 
     def __repr__(self) -> str:
         return (
@@ -274,10 +289,12 @@ class DynamicBatcher:
                     )
                 self._enqueue(request)
                 job = None
-        if job is not None:
-            self._work.put(job)
-        else:
+        if job is None:
             self._schedule()
+        elif self._inline_now():
+            self._run_inline(job)  # the future is done when this returns
+        else:
+            self._work.put(job)
         try:
             return await request.future
         except asyncio.CancelledError:
@@ -387,6 +404,7 @@ class DynamicBatcher:
             jobs = self._take_ready(now)
             when = self._wake_time()
             idle = self._state == _DRAINING and not self._depth and not self._undelivered
+        inline = jobs.pop(0) if jobs and self._inline_now() else None
         for job in jobs:
             self._work.put(job)
         if expired:
@@ -395,6 +413,8 @@ class DynamicBatcher:
         if idle:
             assert self._idle is not None
             self._idle.set()
+        if inline is not None:  # last: the state above is settled before it runs
+            self._run_inline(inline)
 
     def _take_ready(self, now: float) -> list[Job]:
         """(Under the lock) every batch that free instances can run now."""
@@ -540,6 +560,32 @@ class DynamicBatcher:
 
     # -- completion ----------------------------------------------------------------
 
+    def _inline_now(self) -> bool:
+        """Whether a batch just taken may run on the loop thread (see inline_execute_us)."""
+        return bool(
+            self._inline_s
+            and self._batches_seen >= _INLINE_AFTER
+            and self._ewma_batch_s < self._inline_s
+        )
+
+    def _run_inline(self, job: Job) -> None:
+        """(Loop thread) run a cheap batch here: no hand-off to the worker and back.
+
+        Only with one instance, which this job holds, so the worker thread is idle. Worth
+        it when execute() costs less than the two thread wake-ups a hand-off takes.
+        """
+        job.run(self._executes[0], self._clock, self._max_rows > 0)
+        now = self._clock()
+        with self._lock:
+            self._free += 1
+            self._in_flight -= 1
+            expired = self._expire(now) if self._deadlines else []
+            jobs = self._take_ready(now)
+            rearm = (self._depth > 0 and self._free > 0) or self._state == _DRAINING
+        for other in jobs:
+            self._work.put(other)
+        self._deliver(job, expired, now, rearm)
+
     def _worker(self, execute: Callable[[Tensors], Tensors]) -> None:
         """A worker thread: one instance of the model."""
         assert self._loop is not None
@@ -607,6 +653,7 @@ class DynamicBatcher:
         if expired:
             self._fail_expired(expired, now)
         # service rate for retry_after_s: seconds per batch and requests per batch
+        self._batches_seen += 1
         a = _EWMA_ALPHA if self._ewma_batch_s else 1.0
         self._ewma_batch_s += a * (job.end - job.start - self._ewma_batch_s)
         self._ewma_requests += a * (len(requests) - self._ewma_requests)

@@ -104,6 +104,7 @@ def _raw(cfg: CompareConfig, model: Path, threads: int) -> list[BenchResult]:
         "model": str(model.resolve()),
         "intra_op_threads": threads,
         "inter_op_threads": cfg.settings.inter_op_threads,
+        "intra_op_spinning": cfg.settings.intra_op_spinning,
         "duration_s": cfg.duration_s,
         "count": None,
         "warmup_s": cfg.warmup_s,
@@ -182,7 +183,8 @@ def run_compare(cfg: CompareConfig, *, command: str | None = None) -> BenchRepor
             check_peer(system, peer_python)
     notes = [
         f"every system: ONNX Runtime {settings.provider} provider, intra-op threads {threads}, "
-        f"inter-op threads {settings.inter_op_threads}, max batch size "
+        f"inter-op threads {settings.inter_op_threads}, intra-op spinning "
+        f"{'on' if settings.intra_op_spinning else 'off'}, max batch size "
         f"{settings.max_batch_size}, dynamic batching "
         + (
             f"on, max queue delay {settings.max_queue_delay_us} us"

@@ -50,6 +50,8 @@ class ModelBenchConfig:
     warmup_s: float = 1.0
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    intra_op_spinning: bool = True
+    """False sets ONNX Runtime's session.intra_op.allow_spinning to 0."""
     repeats: int = 1
     energy: bool = True
     progress: bool = True
@@ -117,6 +119,8 @@ def _session(cfg: ModelBenchConfig, provider: str, precision: Precision) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = cfg.intra_op_threads
     opts.inter_op_num_threads = cfg.inter_op_threads
+    if not cfg.intra_op_spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     chain: list[Any] = []
     if provider == "tensorrt":
         chain.append(("TensorrtExecutionProvider", {"trt_fp16_enable": precision == "fp16"}))

@@ -22,6 +22,7 @@ def main(argv: list[str]) -> None:
         path=Path(opts["model"]),
         intra_op_threads=opts["intra_op_threads"],
         inter_op_threads=opts["inter_op_threads"],
+        intra_op_spinning=opts.get("intra_op_spinning", True),
         duration_s=opts["duration_s"],
         count=opts["count"],
         warmup_s=opts["warmup_s"],

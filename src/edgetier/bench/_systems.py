@@ -58,6 +58,10 @@ class ServerSettings:
     inter_op_threads: int = 1
     dynamic_batching: bool = True
     provider: str = "cpu"
+    intra_op_spinning: bool = True
+    """False: ONNX Runtime's intra-op threads sleep instead of spinning between parallel
+    sections (``session.intra_op.allow_spinning`` = 0), leaving the cores to the server's
+    event loop and the client; applied to every system alike."""
 
 
 @dataclass
@@ -171,6 +175,8 @@ def write_repository(root: Path, model: Path, name: str, settings: ServerSetting
             "inter_op_threads": settings.inter_op_threads,
         },
     }
+    if not settings.intra_op_spinning:
+        config["parameters"] = {"session.intra_op.allow_spinning": "0"}
     if settings.dynamic_batching:
         config["dynamic_batching"] = {"max_queue_delay_microseconds": settings.max_queue_delay_us}
     (root / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -300,6 +306,8 @@ def start_system(
             settings.provider,
             "--dynamic-batching",
             str(int(settings.dynamic_batching)),
+            "--intra-op-spinning",
+            str(int(settings.intra_op_spinning)),
         ]
         if system == "pytriton":
             # Its Python-backend stub links the interpreter's libpython.

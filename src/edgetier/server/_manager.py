@@ -35,6 +35,10 @@ from edgetier.server._stats import VersionStats
 
 log = logging.getLogger("edgetier.server")
 
+INLINE_EXECUTE_US = 200
+"""A single-instance model whose batches take less than this (on average) runs requests
+that find it idle on the event loop thread: the thread hand-off would cost more."""
+
 ControlMode = Literal["none", "poll", "explicit"]
 
 
@@ -83,6 +87,7 @@ class ModelVersion:
             default_priority_level=dyn.default_priority_level if dyn else 0,
             default_timeout_us=dyn.default_timeout_microseconds if dyn else 0,
             instance_count=max(1, len(engines)),
+            inline_execute_us=INLINE_EXECUTE_US,
             name=f"{name}/{version}",
         )
 

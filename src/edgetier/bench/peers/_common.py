@@ -46,6 +46,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--inter-op-threads", type=int, default=0)
     p.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu")
     p.add_argument("--dynamic-batching", type=int, choices=(0, 1), default=1)
+    p.add_argument("--intra-op-spinning", type=int, choices=(0, 1), default=1)
     return p
 
 
@@ -53,6 +54,8 @@ def session(args: argparse.Namespace) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.intra_op_threads
     opts.inter_op_num_threads = args.inter_op_threads
+    if not args.intra_op_spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     chain = PROVIDERS[args.provider]
     return ort.InferenceSession(args.model, opts, providers=chain)
 
