@@ -26,7 +26,8 @@ def anchor_points(xyxy: np.ndarray, anchor: str) -> np.ndarray:
 
 
 def _cross(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return (b[0] - a[0]) * (p[..., 1] - a[1]) - (b[1] - a[1]) * (p[..., 0] - a[0])
+    cross: np.ndarray = (b[0] - a[0]) * (p[..., 1] - a[1]) - (b[1] - a[1]) * (p[..., 0] - a[0])
+    return cross
 
 
 @dataclass

@@ -27,10 +27,10 @@ class _Model(BaseModel):
 class ReconnectConfig(_Model):
     """Exponential back-off between attempts to reopen a lost or unreachable stream."""
 
-    initial_backoff_s: float = Field(0.5, gt=0)
-    max_backoff_s: float = Field(30.0, gt=0)
-    factor: float = Field(2.0, ge=1.0)
-    max_attempts: int = Field(0, ge=0, description="0 = retry for ever")
+    initial_backoff_s: float = Field(default=0.5, gt=0)
+    max_backoff_s: float = Field(default=30.0, gt=0)
+    factor: float = Field(default=2.0, ge=1.0)
+    max_attempts: int = Field(default=0, ge=0, description="0 = retry for ever")
 
 
 class _SourceBase(_Model):
@@ -67,7 +67,7 @@ class StreamSource(_SourceBase):
     decoder: Literal["auto", "software", "nvdec", "jetson"] = "auto"
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     open_timeout_s: float = Field(10.0, gt=0)
-    reconnect: ReconnectConfig = ReconnectConfig()
+    reconnect: ReconnectConfig = Field(default_factory=lambda: ReconnectConfig())
 
     @property
     def live(self) -> bool:
@@ -80,7 +80,7 @@ class V4L2Source(_SourceBase):
     width: int | None = Field(None, ge=1)
     height: int | None = Field(None, ge=1)
     fps: float | None = Field(None, gt=0)
-    reconnect: ReconnectConfig = ReconnectConfig()
+    reconnect: ReconnectConfig = Field(default_factory=lambda: ReconnectConfig())
 
     @property
     def live(self) -> bool:

@@ -151,7 +151,7 @@ def pyav_frames(
         choice = choose_decoder(stream.codec_context.name, preference)
         log.info("stream %s: decoder %s", label, choice.describe())
         if choice.kind == "nvdec":
-            ctx = av.CodecContext.create(choice.codec, "r")
+            ctx: Any = av.CodecContext.create(choice.codec, "r")
             if stream.codec_context.extradata:
                 ctx.extradata = stream.codec_context.extradata
             decode: Any = ctx.decode

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,15 @@ class Event:
 
 
 @dataclass(slots=True)
+class Prepared:
+    """A model input prepared ahead (a letterboxed buffer) and how to give it back."""
+
+    value: Any
+    info: Any
+    release: Callable[[], None]
+
+
+@dataclass(slots=True)
 class FramePacket:
     """A decoded RGB frame (HxWx3 uint8) with what the stages found in it."""
 
@@ -68,6 +78,14 @@ class FramePacket:
     image: np.ndarray
     detections: sv.Detections = field(default_factory=sv.Detections.empty)
     events: list[Event] = field(default_factory=list)
+    # model inputs made from this frame in the source's reader thread, by stage id
+    prepared: dict[str, Prepared] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        """Give back what was prepared for a frame that will not be processed (a drop)."""
+        prepared, self.prepared = self.prepared, {}
+        for item in prepared.values():
+            item.release()
 
     def event(self, kind: str, data: dict[str, Any]) -> Event:
         """Create an event stamped with this frame, attach it and return it."""

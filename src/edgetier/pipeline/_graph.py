@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from edgetier.pipeline._config import PipelineConfig
 
 
 def _source_label(src: Any) -> str:
-    detail = {
+    details: dict[str, Callable[[Any], str]] = {
         "file": lambda s: s.path,
         "rtsp": lambda s: s.url,
         "http": lambda s: s.url,
         "v4l2": lambda s: s.device,
         "images": lambda s: f"{s.path}/{s.pattern}",
         "synthetic": lambda s: f"{s.count} stream(s), seed {s.seed}",
-    }[src.kind](src)
+    }
+    detail = details[src.kind](src)
     extra = f", fps<={src.fps_cap:g}" if src.fps_cap else ""
     return f"{src.id} [{src.kind}: {detail}; {src.policy()}{extra}]"
 
@@ -38,14 +40,15 @@ def _stage_label(stage: Any) -> str:
 
 
 def _sink_label(sink: Any) -> str:
-    detail = {
+    details: dict[str, Callable[[Any], str]] = {
         "mqtt": lambda s: f"{s.host}:{s.port}",
         "opcua": lambda s: s.endpoint,
         "webhook": lambda s: s.url,
         "jsonl": lambda s: s.path,
         "video": lambda s: s.path,
         "prometheus": lambda s: f"{s.host}:{s.port}",
-    }[sink.kind](sink)
+    }
+    detail = details[sink.kind](sink)
     return f"{sink.id or sink.kind} [{sink.kind}: {detail}]"
 
 
@@ -64,13 +67,13 @@ def graph_dot(config: PipelineConfig) -> str:
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     out = [f"digraph {q(config.name)} {{", "  rankdir=LR;", "  node [fontname=Helvetica];"]
-    for s in config.sources:
-        out.append(f"  {q('src:' + s.id)} [shape=box, label={q(_source_label(s))}];")
-    for s in config.stages:
-        out.append(f"  {q('stage:' + s.id)} [shape=ellipse, label={q(_stage_label(s))}];")
-    for s in config.sinks:
-        name = s.id or s.kind
-        out.append(f"  {q('sink:' + name)} [shape=cylinder, label={q(_sink_label(s))}];")
+    for src in config.sources:
+        out.append(f"  {q('src:' + src.id)} [shape=box, label={q(_source_label(src))}];")
+    for stage in config.stages:
+        out.append(f"  {q('stage:' + stage.id)} [shape=ellipse, label={q(_stage_label(stage))}];")
+    for sink in config.sinks:
+        name = sink.id or sink.kind
+        out.append(f"  {q('sink:' + name)} [shape=cylinder, label={q(_sink_label(sink))}];")
     first = f"stage:{config.stages[0].id}" if config.stages else None
     last = f"stage:{config.stages[-1].id}" if config.stages else None
     for s in config.sources:

@@ -7,6 +7,7 @@ same batcher, which merges them into batches across streams.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from importlib import resources
@@ -129,10 +130,14 @@ def _model_config(info: ModelInfo, name: str, stage: Any) -> Any:
         info.path,
         name=name,
         max_batch_size=stage.max_batch_size if info.input_shape[0] == -1 else 0,
+        instance_group=[{"count": stage.instance_count}],
         optimization={
             "execution_providers": _providers(stage.execution_providers),
             "intra_op_threads": stage.intra_op_threads,
         },
+        # ORT's idle intra-op threads spin by default; in a pipeline they would spin
+        # against the decoder and reader threads on the same cores
+        parameters={"session.intra_op.allow_spinning": "0"},
     )
 
 
@@ -181,7 +186,24 @@ class ModelRunner:
         return engine.run(inputs)
 
     async def start(self) -> None:
+        await asyncio.to_thread(self._warm_up)
         await self.batcher.start()
+
+    def _warm_up(self) -> None:
+        """One batch of the largest size through each engine before the first frame.
+
+        ORT sizes its memory arena (and GPU providers choose their kernels) on the first
+        run of a shape; done here, that cost does not fall on the first frames.
+        """
+        try:
+            h, w = self.info.input_hw
+            rows = self.max_batch_size if self.info.input_shape[0] == -1 else 1
+            rows = max(rows, self.info.input_shape[0])
+            batch = np.zeros((rows, 3, h, w), np.float32)
+            for engine in self.engines:
+                engine.run({self.info.input_name: batch})
+        except Exception as exc:  # the first real batch will report a real problem
+            log.debug("model %s: warm-up skipped: %s", self.name, exc)
 
     async def stop(self) -> None:
         await self.batcher.stop(drain=True)
@@ -194,8 +216,6 @@ class ModelRunner:
         if n <= self.max_batch_size:
             result = await self.batcher.submit({self.info.input_name: batch})
             return result.outputs
-        import asyncio
-
         parts = await asyncio.gather(
             *(
                 self.batcher.submit({self.info.input_name: batch[i : i + self.max_batch_size]})

@@ -98,6 +98,7 @@ class Mqtt(Sink):
 
     async def start(self) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         loop = asyncio.get_running_loop()
 
@@ -106,7 +107,7 @@ class Mqtt(Sink):
                 loop.call_soon_threadsafe(self._wake.set)
 
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=self.cfg.client_id or f"edgetier-{self.ctx.node}-{self.ctx.pipeline}",
             clean_session=True,
         )
@@ -247,8 +248,15 @@ class OpcUa(Sink):
         return node
 
     async def start(self) -> None:
-        from asyncua import Server, ua
+        from asyncua import ua
+        from asyncua.server.server import Server
+        from asyncua.ua.object_ids import ObjectIds
 
+        # asyncua logs every session, subscription and node at INFO: thousands of lines a
+        # run. Quiet it unless its level was set on purpose.
+        ua_log = logging.getLogger("asyncua")
+        if ua_log.level == logging.NOTSET:
+            ua_log.setLevel(logging.WARNING)
         self._ua = ua
         server = Server()
         await server.init()
@@ -278,10 +286,10 @@ class OpcUa(Sink):
         self.event_type = await server.create_custom_event_type(
             self._idx,
             "EdgeTierEvent",
-            ua.ObjectIds.BaseEventType,
+            ObjectIds.BaseEventType,
             [("Kind", S), ("Stream", S), ("EdgeTierId", S), ("Payload", S)],
         )
-        self._gen = await server.get_event_generator(self.event_type, root)
+        self._gen = await server.get_event_generator(self.event_type, root.nodeid)
         await server.start()
         self._server = server
         log.info("opcua %s: serving %s", self.name, self.cfg.endpoint)
@@ -476,7 +484,7 @@ class Video(Sink):
             path = Path(self.cfg.path.replace("{stream}", sid))
             path.parent.mkdir(parents=True, exist_ok=True)
             container = av.open(str(path), mode="w")
-            stream = container.add_stream(self._codec(), rate=round(self.cfg.fps))
+            stream: Any = container.add_stream(self._codec(), rate=round(self.cfg.fps))
             stream.width, stream.height = width - width % 2, height - height % 2
             stream.pix_fmt = "yuv420p"
             self._writers[sid] = (container, stream)
@@ -493,7 +501,8 @@ class Video(Sink):
                 if det.tracker_id is not None:
                     parts.append(f"#{det.tracker_id[i]}")
                 for key, values in det.data.items():
-                    if key != "class_name" and values.dtype.kind in "UO" and values[i]:
+                    column = np.asarray(values)
+                    if key != "class_name" and column.dtype.kind in "UO" and column[i]:
                         parts.append(str(values[i]))
                 labels.append(" ".join(parts))
             image = self._boxes.annotate(image, det)

@@ -166,7 +166,9 @@ def build_streams(
             )
         ]
     if isinstance(config, StreamSource):
-        options = {"rtsp_transport": config.rtsp_transport} if config.kind == "rtsp" else {}
+        options: dict[str, str] = (
+            {"rtsp_transport": config.rtsp_transport} if config.kind == "rtsp" else {}
+        )
         return [
             Stream(
                 config.id,
@@ -187,11 +189,11 @@ def build_streams(
             )
         ]
     if isinstance(config, V4L2Source):
-        options = {}
+        v4l2_options: dict[str, str] = {}
         if config.width and config.height:
-            options["video_size"] = f"{config.width}x{config.height}"
+            v4l2_options["video_size"] = f"{config.width}x{config.height}"
         if config.fps:
-            options["framerate"] = f"{config.fps:g}"
+            v4l2_options["framerate"] = f"{config.fps:g}"
         return [
             Stream(
                 config.id,
@@ -203,7 +205,7 @@ def build_streams(
                         label=config.id,
                         preference="software",
                         av_format="v4l2",
-                        options=options,
+                        options=v4l2_options,
                         live=True,
                     )
                 ),
@@ -309,8 +311,11 @@ class FrameQueue:
                         return False
                     self._cond.wait(0.05)
             elif len(self._items) >= self.maxsize:
-                self._items.popleft()
+                lost = self._items.popleft()
                 self.dropped += 1
+                discard = getattr(lost, "discard", None)
+                if discard is not None:  # gives back buffers prepared for the frame
+                    discard()
             self._items.append(item)
         self._wake()
         return True
@@ -333,6 +338,28 @@ class FrameQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class LiveFpsCap:
+    """Admits at most `fps` frames per second of a live source, tolerant of jitter.
+
+    Each admitted frame moves the next due time on by one period from the previous due
+    time (not from the frame's arrival), and a frame up to a quarter period early is
+    admitted: a 15 FPS camera capped at 15 keeps every frame even when frames arrive a
+    little early, a 30 FPS camera keeps every second one, and over any window the rate
+    stays at or below the cap.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.period_s = 1.0 / fps
+        self.tolerance_s = self.period_s / 4
+        self._due_s = -float("inf")
+
+    def admit(self, now_s: float) -> bool:
+        if now_s < self._due_s - self.tolerance_s:
+            return False
+        self._due_s = max(self._due_s, now_s - self.tolerance_s) + self.period_s
+        return True
 
 
 class StreamReader:
@@ -369,16 +396,18 @@ class StreamReader:
         cfg = self.stream.config
         min_gap_s = 1.0 / cfg.fps_cap if cfg.fps_cap else 0.0
         last_s = -1e18
+        cap = LiveFpsCap(cfg.fps_cap) if cfg.fps_cap and self.stream.live else None
         index = 0
         try:
             for raw in self.stream.frames(self.stop, self.status):
                 if self.stop.is_set():
                     break
                 now = time.monotonic()
-                if min_gap_s and now - last_s < min_gap_s:
-                    if self.stream.live:
+                if cap is not None:
+                    if not cap.admit(now):
                         self.skipped += 1
                         continue
+                elif min_gap_s and now - last_s < min_gap_s:
                     if self.stop.wait(min_gap_s - (now - last_s)):
                         break
                     now = time.monotonic()

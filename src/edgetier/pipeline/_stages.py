@@ -3,11 +3,15 @@
 A stage has `ordered` (True when it keeps per-stream state and must see a stream's frames
 in order), `async start()`, `async process(frame) -> frame` and `async stop()`. Stages
 that are not ordered may run on several frames of a stream at once, which is what lets
-the batchers form batches larger than the number of streams.
+the batchers form batches larger than the number of streams. Model stages that read only
+the image (detector, classifier) also have `prepare(frame)`, which the pipeline calls in
+the source's reader thread: the letterbox runs there, in parallel across streams and off
+the event loop, and `process` finds the model input ready.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -27,9 +31,14 @@ from edgetier.pipeline._config import (
     PythonStage,
     TrackerStage,
 )
-from edgetier.pipeline._frame import FramePacket
+from edgetier.pipeline._frame import FramePacket, Prepared
 from edgetier.pipeline._models import ModelRunner, class_names
-from edgetier.pipeline._preprocess import Letterboxer, host_buffer, resize_crops_into
+from edgetier.pipeline._preprocess import (
+    Letterboxer,
+    LetterboxInfo,
+    host_buffer,
+    resize_crops_into,
+)
 from edgetier.pipeline._yolo import decode_yolo
 
 log = logging.getLogger("edgetier.pipeline")
@@ -40,9 +49,13 @@ class Stage:
 
     id: str = ""
     ordered: bool = False
+    prepares: bool = False  # True when prepare() does work (see the module docstring)
 
     async def start(self) -> None:
         """Called once before the first frame."""
+
+    def prepare(self, frame: FramePacket) -> None:
+        """(Reader thread) make this stage's model input from `frame.image` ahead of time."""
 
     async def process(self, frame: FramePacket) -> FramePacket:
         raise NotImplementedError
@@ -60,15 +73,40 @@ class _BufferPool:
         self._free: list[np.ndarray] = []
 
     def acquire(self) -> np.ndarray:
-        return self._free.pop() if self._free else host_buffer(self.shape, pinned=self.pinned)
+        try:  # list.pop and append are atomic: reader threads and the loop share the pool
+            return self._free.pop()
+        except IndexError:
+            return host_buffer(self.shape, pinned=self.pinned)
 
     def release(self, buf: np.ndarray) -> None:
-        if len(self._free) < 64:
-            self._free.append(buf)
+        # no cap: the free list never outgrows the peak number of frames prepared at once
+        # (queued + in flight), and a dropped pinned buffer could not be freed
+        self._free.append(buf)
+
+    def letterboxed(self, letterbox: Letterboxer, image: np.ndarray) -> Prepared:
+        """`image` letterboxed into a pooled [1, 3, H, W] buffer."""
+        buf = self.acquire()
+        try:
+            info = letterbox(image, buf[0])
+        except BaseException:
+            self.release(buf)
+            raise
+        return Prepared(buf, info, functools.partial(self.release, buf))
+
+
+def _take_prepared(stage: Stage, frame: FramePacket) -> Prepared:
+    """The input `stage.prepare` made for `frame`, made now if the reader thread did not."""
+    item = frame.prepared.pop(stage.id, None)
+    if item is None:
+        stage.prepare(frame)
+        item = frame.prepared.pop(stage.id)
+    return item
 
 
 class Detector(Stage):
     """YOLO-family detector: letterbox -> shared batcher -> decode -> class-aware NMS."""
+
+    prepares = True
 
     def __init__(self, cfg: DetectorStage, runner: ModelRunner) -> None:
         self.id = cfg.id
@@ -95,13 +133,16 @@ class Detector(Stage):
         self.pool = _BufferPool((1, 3, self.height, self.width), pinned=runner.on_gpu)
         self.output_name = info.output_names[0]
 
+    def prepare(self, frame: FramePacket) -> None:
+        frame.prepared[self.id] = self.pool.letterboxed(self.letterbox, frame.image)
+
     async def process(self, frame: FramePacket) -> FramePacket:
-        buf = self.pool.acquire()
+        item = _take_prepared(self, frame)
         try:
-            box = self.letterbox(frame.image, buf[0])
-            outputs = await self.runner.infer(buf)
+            outputs = await self.runner.infer(item.value)
         finally:
-            self.pool.release(buf)
+            item.release()
+        box: LetterboxInfo = item.info
         raw = outputs[self.output_name][0]
         boxes, scores, cls = decode_yolo(
             raw,
@@ -123,6 +164,8 @@ class Detector(Stage):
 class Classifier(Stage):
     """Whole-frame classifier: `frame.meta.labels[field] = {label, score}` and an event."""
 
+    prepares = True
+
     def __init__(self, cfg: ClassifierStage, runner: ModelRunner) -> None:
         self.id = cfg.id
         self.cfg = cfg
@@ -133,13 +176,15 @@ class Classifier(Stage):
         out = runner.info.output_shapes[0]
         self.names = np.array(class_names(runner.info.sidecar, out[-1] if out[-1] > 0 else 1))
 
+    def prepare(self, frame: FramePacket) -> None:
+        frame.prepared[self.id] = self.pool.letterboxed(self.letterbox, frame.image)
+
     async def process(self, frame: FramePacket) -> FramePacket:
-        buf = self.pool.acquire()
+        item = _take_prepared(self, frame)
         try:
-            self.letterbox(frame.image, buf[0])
-            outputs = await self.runner.infer(buf)
+            outputs = await self.runner.infer(item.value)
         finally:
-            self.pool.release(buf)
+            item.release()
         probs = outputs[self.runner.info.output_names[0]][0]
         best = int(np.argmax(probs))
         score = float(probs[best])
@@ -362,7 +407,7 @@ class PythonCode(Stage):
             raise ConfigError(f"stages.{cfg.id}.target: {module_name!r} has no {attr!r}")
         self._close: Callable[[], Any] | None = None
         if inspect.isclass(obj):
-            instance = obj(**cfg.params)
+            instance: Any = obj(**cfg.params)
             if not callable(getattr(instance, "process", None)):
                 raise ConfigError(f"stages.{cfg.id}.target: class {attr} has no process(frame)")
             self._fn: Callable[..., Any] = instance.process

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ import numpy as np
 import supervision as sv
 
 from edgetier.pipeline import FrameMeta, FramePacket, Pipeline, parse_pipeline
+from edgetier.pipeline._frame import Prepared
 from edgetier.pipeline._models import ModelRunner, inspect_model
-from edgetier.pipeline._stages import Cascade
+from edgetier.pipeline._sources import FrameQueue
+from edgetier.pipeline._stages import Cascade, Detector
 
 SCENE = {"width": 160, "height": 128, "duration_s": 1.0, "fps": 10, "vehicles": 3}
 
@@ -209,3 +212,50 @@ def _closed_port() -> int:
     from edgetier.pipeline._testing import free_port
 
     return free_port()  # nothing listens there once the probe socket is closed
+
+
+async def test_detector_prepared_in_a_reader_thread_matches_the_loop(model_dir: Path) -> None:
+    cfg = parse_pipeline(
+        {
+            "name": "p",
+            "sources": [{"id": "s", "kind": "synthetic"}],
+            "stages": [{"id": "d", "kind": "detector", "model": "det.onnx", "confidence": 0.0}],
+        }
+    )
+    runner = ModelRunner("d", inspect_model(model_dir / "det.onnx"), cfg.stages[0])
+    detector = Detector(cfg.stages[0], runner)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (90, 120, 3), np.uint8) for _ in range(3)]
+
+    def packet(i: int) -> FramePacket:
+        return FramePacket(FrameMeta("s", i, 0.0, 0.0, 120, 90), images[i])
+
+    ahead = [packet(i) for i in range(3)]
+    threads = [threading.Thread(target=detector.prepare, args=(f,)) for f in ahead]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all("d" in f.prepared for f in ahead)
+    await runner.start()
+    try:
+        done_ahead = await asyncio.gather(*(detector.process(f) for f in ahead))
+        done_here = [await detector.process(packet(i)) for i in range(3)]
+    finally:
+        await runner.stop()
+    for a, b in zip(done_ahead, done_here, strict=True):
+        assert not a.prepared and len(a.detections) == len(b.detections) > 0
+        np.testing.assert_allclose(a.detections.xyxy, b.detections.xyxy)
+
+
+async def test_a_dropped_frame_gives_its_prepared_buffer_back() -> None:
+    released: list[int] = []
+    queue = FrameQueue(1, "drop_oldest", asyncio.get_running_loop())
+    stop = threading.Event()
+    for i in range(3):
+        frame = FramePacket(FrameMeta("s", i, 0.0, 0.0, 1, 1), np.zeros((1, 1, 3), np.uint8))
+        frame.prepared["d"] = Prepared(None, None, lambda i=i: released.append(i))
+        queue.put(frame, stop)
+    assert released == [0, 1] and queue.dropped == 2
+    last = await queue.get()
+    assert last is not None and list(last.prepared) == ["d"]

@@ -14,7 +14,7 @@ import pytest
 
 from edgetier.pipeline import SceneConfig, SyntheticScene, parse_pipeline, write_video
 from edgetier.pipeline._decode import RawFrame, choose_decoder
-from edgetier.pipeline._sources import FrameQueue, SourceFailed, build_streams
+from edgetier.pipeline._sources import FrameQueue, LiveFpsCap, SourceFailed, build_streams
 
 
 def _streams(src: dict[str, Any], base: Path, **kw: Any) -> list[Any]:
@@ -146,3 +146,19 @@ def test_decoder_choice_and_fallback() -> None:
     assert choose_decoder("h264", "software", gpu=True, jetson=True).kind == "software"
     here = choose_decoder("h264")  # this machine: whatever it has, it says why
     assert here.kind != "software" or here.reason
+
+
+def test_live_fps_cap_keeps_a_jittery_camera_at_its_rate_and_caps_faster_ones() -> None:
+    rng = np.random.default_rng(1)
+
+    def admitted(camera_fps: float, cap_fps: float, seconds: float = 20.0) -> int:
+        cap = LiveFpsCap(cap_fps)
+        times = np.arange(0, seconds, 1 / camera_fps)
+        times += rng.uniform(0, 0.006, times.size)  # late by up to 6 ms, frame by frame
+        return sum(cap.admit(float(t)) for t in times)
+
+    frames_15 = 20 * 15
+    assert admitted(15, 15) == frames_15  # no frame lost to jitter
+    assert abs(admitted(30, 15) - frames_15) <= 2  # every second frame
+    assert admitted(20, 15) <= frames_15 + 1  # never above the cap
+    assert admitted(20, 15) >= 0.9 * frames_15
