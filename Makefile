@@ -7,7 +7,7 @@ PIP := $(BIN)/pip install -q -c constraints.txt
 DEMO_REPO ?= var/demo-models
 HOST ?= 127.0.0.1
 
-.PHONY: venv install install-test system-deps demo-repo up test lint typecheck peers bench-docs models clean
+.PHONY: venv install install-test system-deps demo-repo up test lint typecheck peers bench bench-docs models clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,17 @@ peers: .venv-peers/bin/python
 .venv-peers/bin/python:
 	$(PY) -m venv .venv-peers
 	.venv-peers/bin/pip install -q 'nvidia-pytriton==0.7.0' 'onnxruntime==1.32.0' 'ray[serve]==2.60.0'
+
+# Every figure of docs/benchmarks.md, measured again on this machine (about 30 minutes on
+# 2 cores; run it on a quiet machine), then the page rebuilt from the JSON files.
+bench: install peers demo-repo
+	$(BIN)/python benchmarks/added_latency.py --repeats 5
+	$(BIN)/python benchmarks/compare_peers.py --repeats 3 --peer-python .venv-peers/bin/python
+	$(BIN)/python benchmarks/dynamic_batching.py --repeats 3
+	$(BIN)/python benchmarks/transports.py --repeats 3
+	$(BIN)/python benchmarks/open_loop.py
+	$(BIN)/python benchmarks/peak_memory.py
+	$(MAKE) bench-docs
 
 bench-docs:
 	$(BIN)/edgetier bench docs benchmarks/results --out docs/benchmarks.md --img-dir docs/img

@@ -19,6 +19,11 @@ _SECTIONS: dict[str, tuple[str, str]] = {
         "Each system started by `edgetier bench compare` in its own process, one after the "
         "other, with the same ONNX Runtime threads, max batch size and queue delay.",
     ),
+    "compare_resnet50_nospin": (
+        "ResNet-50 with ONNX Runtime spinning off for every system",
+        "The same comparison with `session.intra_op.allow_spinning = 0` in every system, the "
+        "raw baseline included (EdgeTier's default since this run).",
+    ),
     "compare_small": (
         "Small model: the cost of the server path",
         "A tiny MLP, where the model costs almost nothing and what is measured is the serving "

@@ -175,8 +175,8 @@ def write_repository(root: Path, model: Path, name: str, settings: ServerSetting
             "inter_op_threads": settings.inter_op_threads,
         },
     }
-    if not settings.intra_op_spinning:
-        config["parameters"] = {"session.intra_op.allow_spinning": "0"}
+    spin = "1" if settings.intra_op_spinning else "0"  # explicit: EdgeTier's default is "0"
+    config["parameters"] = {"session.intra_op.allow_spinning": spin}
     if settings.dynamic_batching:
         config["dynamic_batching"] = {"max_queue_delay_microseconds": settings.max_queue_delay_us}
     (root / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

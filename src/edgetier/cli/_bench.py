@@ -234,6 +234,11 @@ def bench_compare(
         0, "--intra-op-threads", help="0 = all cores, for every system."
     ),
     inter_op_threads: int = typer.Option(1, "--inter-op-threads"),
+    intra_op_spinning: bool = typer.Option(
+        True,
+        "--intra-op-spinning/--no-intra-op-spinning",
+        help="ONNX Runtime's intra-op spinning, set alike for every system.",
+    ),
     provider: str = typer.Option("cpu", "--provider", help="cpu | cuda | tensorrt."),
     peer_python: Path | None = typer.Option(
         None,
@@ -265,6 +270,7 @@ def bench_compare(
                 max_queue_delay_us=max_queue_delay_us,
                 intra_op_threads=intra_op_threads,
                 inter_op_threads=inter_op_threads,
+                intra_op_spinning=intra_op_spinning,
                 dynamic_batching=dynamic_batching,
                 provider=provider,
             ),

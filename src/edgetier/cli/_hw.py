@@ -1,4 +1,4 @@
-"""`edgetier hw` commands: probe, top, advise, power, thermal-sim.
+"""`edgetier hw` commands: probe, top, advise, govern, power, thermal-sim.
 
 $ edgetier hw probe --json
 $ edgetier hw top --count 3
@@ -217,6 +217,80 @@ def thermal_sim(
         f"simulation: throughput {summary['mean_throughput_fraction']:.1%} of demand, "
         f"high-priority {summary['mean_high_priority_fraction']:.1%}, "
         f"max {summary['max_temperature_c']} C"
+    )
+
+
+# Sensors that report a constant, not a temperature: Jetson's PMIC reads 100 C always and
+# powered-off sensors on Orin read -256 C. The governor skips them unless named.
+_PLACEHOLDER_ZONES = frozenset({"PMIC"})
+
+
+def _governed_temperature(temps: dict[str, float], zone: str | None) -> float | None:
+    if zone is not None:
+        return temps.get(zone)
+    real = [t for name, t in temps.items() if name not in _PLACEHOLDER_ZONES and -40 < t < 150]
+    return max(real) if real else None
+
+
+@app.command()
+def govern(
+    target_c: float = typer.Option(84.0, "--target-c", help="Temperature to stay under."),
+    hysteresis_c: float = typer.Option(3.0, "--hysteresis-c", min=0.0),
+    hold_s: float = typer.Option(120.0, "--hold-s", min=0.0, help="Cool time before a step up."),
+    min_dwell_s: float = typer.Option(90.0, "--min-dwell-s", min=0.0),
+    zone: str | None = typer.Option(None, "--zone", help="Sensor to govern on (default: hottest)."),
+    recorded: Path | None = typer.Option(
+        None, "--recorded", exists=True, dir_okay=False, help="Replay a tegrastats log."
+    ),
+    interval_s: float = typer.Option(
+        1.0, "--interval-s", min=0.01, help="Seconds between readings (tegrastats' interval)."
+    ),
+    count: int | None = typer.Option(None, "--count", min=1, help="Stop after N readings."),
+) -> None:
+    """Run the thermal governor on live telemetry or a recorded tegrastats log.
+
+    Each decision (step down / step up, with its reason) is printed as one JSON event line;
+    the pipelines and batchers act on the level it names.
+    """
+    from edgetier.hardware import TelemetrySampler, sample_from_tegrastats
+    from edgetier.hardware._thermal import ThermalGovernor
+
+    gov = ThermalGovernor(
+        target_c=target_c, hysteresis_c=hysteresis_c, hold_s=hold_s, min_dwell_s=min_dwell_s
+    )
+    if recorded is not None:
+        lines = [ln for ln in recorded.read_text().splitlines() if ln.strip()]
+        readings: Any = (
+            sample_from_tegrastats(ln, time_s=i * interval_s) for i, ln in enumerate(lines)
+        )
+    else:
+        sampler = TelemetrySampler()
+
+        def live() -> Any:
+            while True:
+                yield sampler.sample()
+                time.sleep(interval_s)
+
+        readings = live()
+    seen = 0
+    for sample in readings:
+        temp = _governed_temperature(sample.temperatures_c, zone)
+        if temp is None:
+            what = f"sensor {zone!r}" if zone else "temperature sensor"
+            typer.echo(
+                f"error: no {what} in this telemetry (found: "
+                f"{', '.join(sample.temperatures_c) or 'none'}); nothing to govern",
+                err=True,
+            )
+            raise typer.Exit(2)
+        event = gov.observe(sample.time_s, temp)
+        if event is not None:
+            typer.echo(json.dumps({"kind": "thermal_governor", **event.__dict__}))
+        seen += 1
+        if count is not None and seen >= count:
+            break
+    typer.echo(
+        json.dumps({"kind": "summary", "readings": seen, "level": gov.current.name}), err=True
     )
 
 

@@ -231,9 +231,13 @@ def _session_options(config: ModelConfig) -> ort.SessionOptions:
         options.inter_op_num_threads = opt.inter_op_threads
         if opt.inter_op_threads > 1:
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-    for key, value in config.parameters.items():
-        if key.startswith("session."):  # ORT session config entries, passed through
-            options.add_session_config_entry(key, value)
+    # Intra-op threads that spin between runs steal the cores from the server's event loop
+    # and the pipelines' decoders; EdgeTier turns spinning off unless the config asks for it.
+    entries = {"session.intra_op.allow_spinning": "0"}
+    # ORT session config entries in `parameters` are passed through.
+    entries.update({k: v for k, v in config.parameters.items() if k.startswith("session.")})
+    for key, value in entries.items():
+        options.add_session_config_entry(key, value)
     return options
 
 

@@ -13,7 +13,7 @@ from edgetier.runtime import ModelRepository
 SPIN = "session.intra_op.allow_spinning"
 
 
-@pytest.mark.parametrize(("spinning", "expected"), [(True, {}), (False, {SPIN: "0"})])
+@pytest.mark.parametrize(("spinning", "expected"), [(True, {SPIN: "1"}), (False, {SPIN: "0"})])
 def test_edgetier_repository_carries_the_spinning_setting(
     tiny_model: Path, tmp_path: Path, spinning: bool, expected: dict[str, str]
 ) -> None:
