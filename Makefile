@@ -56,6 +56,10 @@ peers: .venv-peers/bin/python
 bench: install peers demo-repo
 	$(BIN)/python benchmarks/added_latency.py --repeats 5
 	$(BIN)/python benchmarks/compare_peers.py --repeats 3 --peer-python .venv-peers/bin/python
+	$(BIN)/edgetier bench compare resnet50 --batch-sizes 1,8 --concurrency 1,8 --duration-s 6 \
+	  --warmup-s 2 --repeats 2 --intra-op-threads 2 --no-intra-op-spinning \
+	  --peer-python .venv-peers/bin/python --out benchmarks/results/compare_resnet50_nospin
+	$(BIN)/python benchmarks/pipeline_scaling.py --streams 1,2,4,8,16 --frames 60 --repeats 3
 	$(BIN)/python benchmarks/dynamic_batching.py --repeats 3
 	$(BIN)/python benchmarks/transports.py --repeats 3
 	$(BIN)/python benchmarks/open_loop.py
