@@ -24,6 +24,10 @@ _SECTIONS: dict[str, tuple[str, str]] = {
         "The same comparison with `session.intra_op.allow_spinning = 0` in every system, the "
         "raw baseline included (EdgeTier's default since this run).",
     ),
+    "compare_resnet50_b1c1": (
+        "ResNet-50 at batch 1, concurrency 1: EdgeTier and PyTriton against raw ONNX Runtime",
+        "Latency at batch 1 alone, 3 repeats of 8 s, spinning off for every system.",
+    ),
     "compare_small": (
         "Small model: the cost of the server path",
         "A tiny MLP, where the model costs almost nothing and what is measured is the serving "
