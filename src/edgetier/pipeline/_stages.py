@@ -15,6 +15,7 @@ import functools
 import importlib
 import inspect
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -44,23 +45,24 @@ from edgetier.pipeline._yolo import decode_yolo
 log = logging.getLogger("edgetier.pipeline")
 
 
-class Stage:
+class Stage(ABC):
     """Base of the built-in stages; a user class needs only `process` (see PythonCode)."""
 
     id: str = ""
     ordered: bool = False
     prepares: bool = False  # True when prepare() does work (see the module docstring)
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - an optional hook
         """Called once before the first frame."""
 
-    def prepare(self, frame: FramePacket) -> None:
+    def prepare(self, frame: FramePacket) -> None:  # noqa: B027 - an optional hook
         """(Reader thread) make this stage's model input from `frame.image` ahead of time."""
 
+    @abstractmethod
     async def process(self, frame: FramePacket) -> FramePacket:
-        raise NotImplementedError
+        """Take one frame's packet, return it with this stage's results added."""
 
-    async def stop(self) -> None:
+    async def stop(self) -> None:  # noqa: B027 - an optional hook
         """Called once after the last frame."""
 
 
