@@ -42,6 +42,11 @@ _SECTIONS: dict[str, tuple[str, str]] = {
         "Added latency at batch 1 on a small model (gRPC and HTTP)",
         "Target: server p50 minus raw engine p50 under 1 ms over gRPC.",
     ),
+    "grpc_client_latency": (
+        "Added gRPC latency by client: tritonclient's sync unary and streaming clients",
+        "The same target measured with tritonclient's sync gRPC client (unary and streaming), "
+        "interleaved with the raw engine; the asyncio load generator above costs more per call.",
+    ),
     "dynamic_batching": (
         "Dynamic batching on and off at concurrency 8",
         "The same server and model with dynamic batching on and off.",
