@@ -47,6 +47,11 @@ _SECTIONS: dict[str, tuple[str, str]] = {
         "The same target measured with tritonclient's sync gRPC client (unary and streaming), "
         "interleaved with the raw engine; the asyncio load generator above costs more per call.",
     ),
+    "pipeline-scaling": (
+        "Pipelines: 720p streams with the trained detector, 1 to 16 streams",
+        "Decode-only, inference-only, the whole pipeline and per-stream inference for the same "
+        "streams, side by side (method and discussion in docs/pipelines.md).",
+    ),
     "dynamic_batching": (
         "Dynamic batching on and off at concurrency 8",
         "The same server and model with dynamic batching on and off.",
