@@ -132,22 +132,11 @@ def batch(
             f"batch() takes the function or keyword options, got {fn!r}; "
             "write @batch(max_batch_size=...)"
         )
-    make_options(
-        max_batch_size=max_batch_size,
-        dynamic=dynamic,
-        max_queue_delay_us=max_queue_delay_us,
-        preferred_batch_sizes=preferred_batch_sizes,
-        max_queue_size=max_queue_size,
-        priority_levels=priority_levels,
-        default_priority_level=default_priority_level,
-        default_timeout_us=default_timeout_us,
-        instance_count=instance_count,
-    )
     options: dict[str, Any] = {
         "max_batch_size": max_batch_size,
         "dynamic": dynamic,
         "max_queue_delay_us": max_queue_delay_us,
-        "preferred_batch_sizes": tuple(preferred_batch_sizes),
+        "preferred_batch_sizes": preferred_batch_sizes,
         "max_queue_size": max_queue_size,
         "priority_levels": priority_levels,
         "default_priority_level": default_priority_level,
@@ -155,6 +144,9 @@ def batch(
         "instance_count": instance_count,
         "clock": clock,
     }
+    # Check now, when the decorator is applied, not on the first request.
+    checked = make_options(**{k: v for k, v in options.items() if k != "clock"})
+    options["preferred_batch_sizes"] = checked.preferred_batch_sizes
 
     def decorate(function: BatchFunction) -> BatchedFunction:
         check_execute(function, what="@batch function")

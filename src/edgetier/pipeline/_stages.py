@@ -105,15 +105,37 @@ def _take_prepared(stage: Stage, frame: FramePacket) -> Prepared:
     return item
 
 
-class Detector(Stage):
-    """YOLO-family detector: letterbox -> shared batcher -> decode -> class-aware NMS."""
+class _WholeFrameModel(Stage):
+    """A model on the whole letterboxed frame: prepared in the reader thread, then batched."""
 
     prepares = True
+    runner: ModelRunner
+    letterbox: Letterboxer
+    pool: _BufferPool
+
+    def _use(self, runner: ModelRunner, letterbox: Letterboxer) -> None:
+        self.runner = runner
+        self.letterbox = letterbox
+        self.pool = _BufferPool((1, 3, letterbox.height, letterbox.width), pinned=runner.on_gpu)
+
+    def prepare(self, frame: FramePacket) -> None:
+        frame.prepared[self.id] = self.pool.letterboxed(self.letterbox, frame.image)
+
+    async def _infer(self, frame: FramePacket) -> tuple[dict[str, np.ndarray], LetterboxInfo]:
+        item = _take_prepared(self, frame)
+        try:
+            outputs = await self.runner.infer(item.value)
+        finally:
+            item.release()
+        return outputs, item.info
+
+
+class Detector(_WholeFrameModel):
+    """YOLO-family detector: letterbox -> shared batcher -> decode -> class-aware NMS."""
 
     def __init__(self, cfg: DetectorStage, runner: ModelRunner) -> None:
         self.id = cfg.id
         self.cfg = cfg
-        self.runner = runner
         info = runner.info
         self.height, self.width = info.input_hw
         out_shape = info.output_shapes[0]
@@ -131,20 +153,11 @@ class Detector(Stage):
                 )
             self.allowed = np.flatnonzero(np.isin(self.names, cfg.classes))
         pad = int(info.sidecar.get("letterbox_value", info.sidecar.get("pad_value", 114)))
-        self.letterbox = Letterboxer(self.height, self.width, pad_value=pad)
-        self.pool = _BufferPool((1, 3, self.height, self.width), pinned=runner.on_gpu)
+        self._use(runner, Letterboxer(self.height, self.width, pad_value=pad))
         self.output_name = info.output_names[0]
 
-    def prepare(self, frame: FramePacket) -> None:
-        frame.prepared[self.id] = self.pool.letterboxed(self.letterbox, frame.image)
-
     async def process(self, frame: FramePacket) -> FramePacket:
-        item = _take_prepared(self, frame)
-        try:
-            outputs = await self.runner.infer(item.value)
-        finally:
-            item.release()
-        box: LetterboxInfo = item.info
+        outputs, box = await self._infer(frame)
         raw = outputs[self.output_name][0]
         boxes, scores, cls = decode_yolo(
             raw,
@@ -163,30 +176,18 @@ class Detector(Stage):
         return frame
 
 
-class Classifier(Stage):
+class Classifier(_WholeFrameModel):
     """Whole-frame classifier: `frame.meta.labels[field] = {label, score}` and an event."""
-
-    prepares = True
 
     def __init__(self, cfg: ClassifierStage, runner: ModelRunner) -> None:
         self.id = cfg.id
         self.cfg = cfg
-        self.runner = runner
-        h, w = runner.info.input_hw
-        self.letterbox = Letterboxer(h, w)
-        self.pool = _BufferPool((1, 3, h, w), pinned=runner.on_gpu)
+        self._use(runner, Letterboxer(*runner.info.input_hw))
         out = runner.info.output_shapes[0]
         self.names = np.array(class_names(runner.info.sidecar, out[-1] if out[-1] > 0 else 1))
 
-    def prepare(self, frame: FramePacket) -> None:
-        frame.prepared[self.id] = self.pool.letterboxed(self.letterbox, frame.image)
-
     async def process(self, frame: FramePacket) -> FramePacket:
-        item = _take_prepared(self, frame)
-        try:
-            outputs = await self.runner.infer(item.value)
-        finally:
-            item.release()
+        outputs, _ = await self._infer(frame)
         probs = outputs[self.runner.info.output_names[0]][0]
         best = int(np.argmax(probs))
         score = float(probs[best])
