@@ -21,11 +21,20 @@ install: venv
 install-test: venv
 	$(PIP) -e '.[video,test]'
 
+# Debian packages the integration tests start themselves: the MQTT broker and an RTSP
+# relay (rtsp-server-perl); only the missing ones are installed. The relay's packaged
+# service (ports 554/5545 on every interface) is not needed and is turned off.
 system-deps:
-	@command -v mosquitto >/dev/null 2>&1 || ( \
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || missing="$$missing mosquitto"; \
+	command -v rtsp-server-perl >/dev/null 2>&1 || missing="$$missing rtsp-server-perl"; \
+	[ -z "$$missing" ] || ( \
 	  (apt-get update -qq || sudo apt-get update -qq) && \
-	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto || \
-	   sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto) )
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || \
+	   sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) && \
+	  case "$$missing" in *rtsp-server-perl*) \
+	    (systemctl disable --now rtsp-server-perl || sudo systemctl disable --now \
+	     rtsp-server-perl || true) >/dev/null 2>&1;; esac )
 
 demo-repo: install
 	$(BIN)/edgetier model demo $(DEMO_REPO)

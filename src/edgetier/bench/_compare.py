@@ -100,6 +100,7 @@ def resolve_model(spec: str, cache: Path) -> tuple[Path, str]:
 
 
 def _raw(cfg: CompareConfig, model: Path, threads: int) -> list[BenchResult]:
+    """One round of raw ONNX Runtime over the batch sizes and concurrencies."""
     opts = {
         "model": str(model.resolve()),
         "intra_op_threads": threads,
@@ -111,7 +112,7 @@ def _raw(cfg: CompareConfig, model: Path, threads: int) -> list[BenchResult]:
         "provider": cfg.settings.provider,
         "batch_sizes": cfg.batch_sizes,
         "concurrency": cfg.concurrency,
-        "repeats": cfg.repeats,
+        "repeats": 1,
     }
     proc = subprocess.run(
         [sys.executable, "-m", "edgetier.bench._raw_worker", json.dumps(opts)],
@@ -121,13 +122,7 @@ def _raw(cfg: CompareConfig, model: Path, threads: int) -> list[BenchResult]:
     )
     if proc.returncode != 0:
         raise EdgeTierError(f"raw onnxruntime run failed: {proc.stderr.strip()[-800:]}")
-    rows = [BenchResult.model_validate(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
-    merged = []
-    for b in cfg.batch_sizes:
-        for c in cfg.concurrency:
-            group = [r for r in rows if r.batch_size == b and r.concurrency == c]
-            merged.append(merge_repeats(group, label=f"onnxruntime batch {b} c={c}"))
-    return merged
+    return [BenchResult.model_validate(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
 
 
 async def _drive(
@@ -138,7 +133,9 @@ async def _drive(
     pid: int,
     probe: EnergyProbe,
     progress: SweepProgress,
+    round_label: str,
 ) -> list[BenchResult]:
+    """One round of one server system over the batch sizes and concurrencies."""
     results = []
     for b in cfg.batch_sizes:
         scfg = ServerBenchConfig(
@@ -149,7 +146,7 @@ async def _drive(
             tensors=cfg.tensors,
             duration_s=cfg.duration_s,
             warmup_s=cfg.warmup_s,
-            repeats=cfg.repeats,
+            repeats=1,
             server_pids=[pid],
             system=system,
             provider=_PROVIDER_NAMES[cfg.settings.provider],
@@ -161,15 +158,61 @@ async def _drive(
         await sender.open()
         try:
             for c in cfg.concurrency:
-                reps = []
-                for i in range(cfg.repeats):
-                    progress.phase(f"{system} {sender.protocol} batch {b} c={c} #{i + 1}")
-                    reps.append(await measure_server(scfg, sender, concurrency=c, probe=probe))
-                    progress.advance()
-                results.append(merge_repeats(reps, label=f"{system} batch {b} c={c}"))
+                progress.phase(f"{system} {sender.protocol} batch {b} c={c} {round_label}")
+                results.append(await measure_server(scfg, sender, concurrency=c, probe=probe))
+                progress.advance()
         finally:
             await sender.close()
     return results
+
+
+def _round_order(systems: list[str], index: int) -> list[str]:
+    """Systems in the order of round ``index``: forwards, then backwards, and so on, so a
+    slow drift of the machine's speed favours no system."""
+    return list(systems) if index % 2 == 0 else list(reversed(systems))
+
+
+def _one_round(
+    cfg: CompareConfig,
+    system: str,
+    model: Path,
+    name: str,
+    settings: ServerSettings,
+    threads: int,
+    tmp: Path,
+    probe: EnergyProbe,
+    progress: SweepProgress,
+    peer_python: Path,
+    label: str,
+) -> list[BenchResult]:
+    """Every point of one system once: raw in a worker process, a server started fresh."""
+    per_system = len(cfg.batch_sizes) * len(cfg.concurrency)
+    if system == "onnxruntime":
+        progress.phase(f"raw onnxruntime {label}")
+        rows = _raw(cfg, model, threads)
+        for _ in range(per_system):
+            progress.advance()
+        return rows
+    rows = []
+    protocols = ["http"] if system == "ray-serve" else cfg.protocols
+    progress.phase(f"starting {system} ({label})")
+    with start_system(
+        system, model, name, settings, tmp / system, peer_python=peer_python
+    ) as running:
+        for protocol in protocols:
+            rows += asyncio.run(
+                _drive(
+                    cfg,
+                    system,
+                    running.url(protocol),
+                    name,
+                    running.proc.pid,
+                    probe,
+                    progress,
+                    label,
+                )
+            )
+    return rows
 
 
 def run_compare(cfg: CompareConfig, *, command: str | None = None) -> BenchReport:
@@ -203,38 +246,42 @@ def run_compare(cfg: CompareConfig, *, command: str | None = None) -> BenchRepor
         per_server * (1 if s in ("onnxruntime", "ray-serve") else len(cfg.protocols))
         for s in cfg.systems
     )
-    results: list[BenchResult] = []
+    rounds: list[BenchResult] = []
     try:
         with (
             SweepProgress(total, title=f"bench compare {name}", enabled=cfg.progress) as progress,
             tempfile.TemporaryDirectory(prefix="edgetier-compare-") as tmp,
         ):
-            for system in cfg.systems:
-                if system == "onnxruntime":
-                    progress.phase("raw onnxruntime")
-                    results += _raw(cfg, model, threads)
-                    for _ in range(per_server):
-                        progress.advance()
-                    continue
-                protocols = ["http"] if system == "ray-serve" else cfg.protocols
-                progress.phase(f"starting {system}")
-                with start_system(
-                    system, model, name, settings, Path(tmp) / system, peer_python=peer_python
-                ) as running:
-                    for protocol in protocols:
-                        results += asyncio.run(
-                            _drive(
-                                cfg,
-                                system,
-                                running.url(protocol),
-                                name,
-                                running.proc.pid,
-                                probe,
-                                progress,
-                            )
-                        )
+            for index in range(cfg.repeats):
+                label = f"round {index + 1}/{cfg.repeats}"
+                for system in _round_order(cfg.systems, index):
+                    rounds += _one_round(
+                        cfg,
+                        system,
+                        model,
+                        name,
+                        settings,
+                        threads,
+                        Path(tmp),
+                        probe,
+                        progress,
+                        peer_python,
+                        label,
+                    )
     finally:
         probe.close()
+    # rounds merged per point (medians, spread, each round's figures), systems in order
+    groups: dict[tuple[str, str | None, int, int | None], list[BenchResult]] = {}
+    for r in sorted(rounds, key=lambda r: cfg.systems.index(r.system)):
+        groups.setdefault((r.system, r.protocol, r.batch_size, r.concurrency), []).append(r)
+    results = [
+        merge_repeats(group, label=f"{key[0]} {key[1] or ''} batch {key[2]} c={key[3]}")
+        for key, group in groups.items()
+    ]
+    notes.append(
+        f"{cfg.repeats} round(s): each round measures every system once, in alternating "
+        "order; figures are medians over rounds"
+    )
     report = make_report(
         "compare", results, model=model_info(model, name), command=command, notes=notes
     )

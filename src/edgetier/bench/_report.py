@@ -6,6 +6,7 @@ appears; measured energy names its sensor.
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,24 @@ def _raw_c1(results: Sequence[BenchResult]) -> dict[int, BenchResult]:
     return {
         r.batch_size: r for r in results if r.system == "onnxruntime" and (r.concurrency or 1) == 1
     }
+
+
+def paired_ratio(result: BenchResult, base: BenchResult) -> float | None:
+    """Throughput of ``result`` over ``base``: the median of per-round ratios when both
+    recorded the same rounds (pairs that ran close in time, so slow drifts of a noisy
+    machine cancel), else the ratio of the medians."""
+    mine, theirs = result.round_throughput_per_s, base.round_throughput_per_s
+    if mine and theirs and len(mine) == len(theirs) and all(theirs):
+        return float(statistics.median(a / b for a, b in zip(mine, theirs, strict=True)))
+    return result.throughput_per_s / base.throughput_per_s if base.throughput_per_s else None
+
+
+def paired_p50_difference_ms(result: BenchResult, base: BenchResult) -> float:
+    """p50 of ``result`` minus p50 of ``base``, paired by round where both recorded rounds."""
+    mine, theirs = result.round_p50_ms, base.round_p50_ms
+    if mine and theirs and len(mine) == len(theirs):
+        return float(statistics.median(a - b for a, b in zip(mine, theirs, strict=True)))
+    return result.latency_ms.p50 - base.latency_ms.p50
 
 
 def render_markdown(report: BenchReport, *, title: str | None = None) -> str:
@@ -110,14 +129,10 @@ def render_markdown(report: BenchReport, *, title: str | None = None) -> str:
         ]
         if with_ratio:
             base = best.get(r.batch_size)
-            row.append(
-                _fmt(r.throughput_per_s / base.throughput_per_s, 2)
-                if base and base.throughput_per_s
-                else "–"
-            )
+            row.append(_fmt(paired_ratio(r, base), 2) if base else "–")
             b1 = c1.get(r.batch_size)
             row.append(
-                _fmt(r.latency_ms.p50 - b1.latency_ms.p50, 3)
+                _fmt(paired_p50_difference_ms(r, b1), 3)
                 if b1 and (r.concurrency or 1) == 1 and r.offered_rate_per_s is None
                 else "–"
             )
@@ -144,7 +159,9 @@ def render_markdown(report: BenchReport, *, title: str | None = None) -> str:
         lines += [
             "",
             "× raw: throughput over raw ONNX Runtime's best at the same batch size; "
-            "+p50 vs raw: p50 minus raw ONNX Runtime's p50 at concurrency 1.",
+            "+p50 vs raw: p50 minus raw ONNX Runtime's p50 at concurrency 1. Where the "
+            "systems ran in rounds (bench compare), both are medians of per-round figures, "
+            "each round pairing runs made close in time.",
         ]
     if any(r.energy_estimated for r in report.results):
         lines += [

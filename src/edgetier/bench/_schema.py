@@ -77,6 +77,10 @@ class BenchResult(_Strict):
     energy_estimated: bool = False
     repeats: int = Field(default=1, ge=1)
     spread_pct: float = Field(default=0.0, ge=0)
+    # Each repeat's own figures, in the order they ran. Compare runs its repeats as
+    # rounds over all systems, so round i of one system pairs with round i of another.
+    round_throughput_per_s: list[float] | None = None
+    round_p50_ms: list[float] | None = None
     requests: int = Field(default=0, ge=0, description="requests completed in the window")
     errors: int = Field(default=0, ge=0, description="requests that failed in the window")
     # Pipeline runs only: frames per second of each stream and frames dropped.

@@ -100,6 +100,8 @@ def merge_repeats(repeats: Sequence[BenchResult], *, label: str = "") -> BenchRe
             "energy_j_per_inference": energy,
             "repeats": len(repeats),
             "spread_pct": spread,
+            "round_throughput_per_s": throughputs if len(repeats) > 1 else None,
+            "round_p50_ms": [r.latency_ms.p50 for r in repeats] if len(repeats) > 1 else None,
             "requests": sum(r.requests for r in repeats),
             "errors": sum(r.errors for r in repeats),
         }

@@ -265,10 +265,30 @@ class JsonlSink(_SinkBase):
 
 
 class VideoSink(_SinkBase):
+    """Annotated video per stream, to a file (`path`) or published to an RTSP server (`url`)."""
+
     kind: Literal["video"]
-    path: str = Field(description="may hold {stream}, e.g. out/{stream}.mp4")
-    codec: str = "auto"
+    path: str | None = Field(None, description="may hold {stream}, e.g. out/{stream}.mp4")
+    url: str | None = Field(
+        None,
+        pattern=r"^rtsps?://",
+        description="RTSP server to publish to (ANNOUNCE/RECORD); may hold {stream}",
+    )
+    codec: str = Field("auto", description="auto = libx264 where FFmpeg has it, else mpeg4")
     fps: float = Field(25.0, gt=0)
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = Field(5.0, gt=0, description="connecting to the RTSP server")
+    queue_size: int = Field(
+        8, ge=1, le=1024, description="frames waiting for the encoder, per stream"
+    )
+    reconnect: ReconnectConfig = Field(default_factory=lambda: ReconnectConfig())
+
+    @model_validator(mode="after")
+    def _one_target(self) -> VideoSink:
+        if (self.path is None) == (self.url is None):
+            given = "both" if self.path is not None else "neither"
+            raise ValueError(f"a video sink needs exactly one of path and url, got {given}")
+        return self
 
 
 class PrometheusSink(_SinkBase):
@@ -349,6 +369,7 @@ _TAGS = {
     "video",
     "prometheus",
     "function-after[_check_references()]",
+    "function-after[_one_target()]",
 }
 
 

@@ -1,4 +1,5 @@
-"""Sinks: MQTT (durable outbox), OPC UA server, webhooks, JSONL, annotated video, Prometheus.
+"""Sinks: MQTT (durable outbox), OPC UA server, webhooks, JSONL, Prometheus; the annotated
+video sink (file or RTSP) is in ``_video_out``.
 
 A sink gets the events of each frame (`handle`), and, if `wants_frames`, the frames too.
 Each sink filters events by its `kinds` (default: every kind but per-frame `detections`).
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from edgetier.pipeline._config import (
@@ -24,7 +24,6 @@ from edgetier.pipeline._config import (
     MqttSink,
     OpcUaSink,
     PrometheusSink,
-    VideoSink,
     WebhookSink,
 )
 from edgetier.pipeline._frame import Event, FramePacket
@@ -454,77 +453,6 @@ class Jsonl(Sink):
             self._file.close()
 
 
-class Video(Sink):
-    """Annotated video per stream (supervision annotators, PyAV encoder)."""
-
-    wants_frames = True
-
-    def __init__(self, cfg: VideoSink, ctx: SinkContext) -> None:
-        super().__init__(cfg, ctx)
-        self.cfg: VideoSink = cfg
-        self._writers: dict[str, tuple[Any, Any]] = {}
-
-    async def start(self) -> None:
-        import supervision as sv
-
-        self._boxes = sv.BoxAnnotator(thickness=2)
-        self._labels = sv.LabelAnnotator(text_scale=0.4, text_padding=2)
-
-    def _codec(self) -> str:
-        import av
-
-        if self.cfg.codec != "auto":
-            return self.cfg.codec
-        return "libx264" if "libx264" in av.codecs_available else "mpeg4"
-
-    def _writer(self, sid: str, height: int, width: int) -> tuple[Any, Any]:
-        import av
-
-        if sid not in self._writers:
-            path = Path(self.cfg.path.replace("{stream}", sid))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            container = av.open(str(path), mode="w")
-            stream: Any = container.add_stream(self._codec(), rate=round(self.cfg.fps))
-            stream.width, stream.height = width - width % 2, height - height % 2
-            stream.pix_fmt = "yuv420p"
-            self._writers[sid] = (container, stream)
-            log.info("video %s: writing %s with %s", self.name, path, stream.codec_context.name)
-        return self._writers[sid]
-
-    def annotate(self, frame: FramePacket) -> np.ndarray:
-        det = frame.detections
-        image = frame.image.copy()
-        if len(det):
-            labels = []
-            for i in range(len(det)):
-                parts = [str(det.data["class_name"][i])] if "class_name" in det.data else []
-                if det.tracker_id is not None:
-                    parts.append(f"#{det.tracker_id[i]}")
-                for key, values in det.data.items():
-                    column = np.asarray(values)
-                    if key != "class_name" and column.dtype.kind in "UO" and column[i]:
-                        parts.append(str(values[i]))
-                labels.append(" ".join(parts))
-            image = self._boxes.annotate(image, det)
-            image = self._labels.annotate(image, det, labels=labels)
-        return image
-
-    async def frame(self, frame: FramePacket) -> None:
-        import av
-
-        h, w = frame.image.shape[:2]
-        container, stream = self._writer(frame.meta.stream_id, h, w)
-        image = np.ascontiguousarray(self.annotate(frame)[: stream.height, : stream.width])
-        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            container.mux(packet)
-
-    async def stop(self) -> None:
-        for container, stream in self._writers.values():
-            for packet in stream.encode(None):
-                container.mux(packet)
-            container.close()
-
-
 class Prometheus(Sink):
     """Per-stream FPS, frames, drops and capture->sink latency on a /metrics endpoint."""
 
@@ -589,10 +517,13 @@ _SINKS: dict[str, type[Sink]] = {
     "opcua": OpcUa,
     "webhook": Webhook,
     "jsonl": Jsonl,
-    "video": Video,
     "prometheus": Prometheus,
 }
 
 
 def build_sink(cfg: Any, ctx: SinkContext) -> Sink:
+    if cfg.kind == "video":  # its own module, which builds on Sink
+        from edgetier.pipeline._video_out import Video
+
+        return Video(cfg, ctx)
     return _SINKS[cfg.kind](cfg, ctx)

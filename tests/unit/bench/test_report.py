@@ -157,3 +157,35 @@ def test_build_docs_skips_other_json(report: BenchReport, tmp_path: Path) -> Non
     (results / "pipeline-quality.json").write_text('{"map50": 0.9}')
     build_docs(results, tmp_path / "benchmarks.md", tmp_path / "img")
     assert "pipeline-quality" not in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_ratio_pairs_rounds_when_both_sides_have_them(make_result: Any) -> None:
+    from edgetier.bench._report import paired_p50_difference_ms, paired_ratio
+
+    # The machine slows down round by round; each round the server does 0.96 of raw.
+    raw = make_result(
+        90.0,
+        system="onnxruntime",
+        round_throughput_per_s=[100.0, 90.0, 60.0],
+        round_p50_ms=[10.0, 11.0, 16.0],
+    )
+    server = make_result(
+        86.4, round_throughput_per_s=[96.0, 86.4, 57.6], round_p50_ms=[10.5, 11.5, 16.5]
+    )
+    assert paired_ratio(server, raw) == pytest.approx(0.96)
+    assert paired_p50_difference_ms(server, raw) == pytest.approx(0.5)
+    # Without rounds on both sides: the ratio of the medians.
+    alone = make_result(81.0)
+    assert paired_ratio(alone, raw) == pytest.approx(0.9)
+    assert paired_p50_difference_ms(alone, raw) == pytest.approx(
+        alone.latency_ms.p50 - raw.latency_ms.p50
+    )
+
+
+def test_compare_rounds_alternate_their_order() -> None:
+    from edgetier.bench._compare import _round_order
+
+    systems = ["onnxruntime", "edgetier", "pytriton"]
+    assert _round_order(systems, 0) == systems
+    assert _round_order(systems, 1) == systems[::-1]
+    assert _round_order(systems, 2) == systems

@@ -58,3 +58,11 @@ def test_merge_repeats_quiet_under_ten_percent(make_result: Any) -> None:
         warnings.simplefilter("error")
         merged = merge_repeats(reps)
     assert merged.spread_pct == pytest.approx(7.0)
+
+
+def test_merge_repeats_keeps_each_round_in_order(make_result: Any) -> None:
+    reps = [make_result(t, seed=i) for i, t in enumerate([100.0, 104.0, 97.0])]
+    merged = merge_repeats(reps)
+    assert merged.round_throughput_per_s == [100.0, 104.0, 97.0]
+    assert merged.round_p50_ms == [r.latency_ms.p50 for r in reps]
+    assert merge_repeats(reps[:1]).round_throughput_per_s is None
