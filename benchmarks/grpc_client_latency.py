@@ -1,15 +1,18 @@
-"""Added gRPC latency at batch 1 on the small model, by client: sync unary and streaming.
+"""Added gRPC latency at batch 1 on the small model, by client, with the transport floor.
 
 `added_latency.py` drives the server with the asyncio load generator, whose Python client
-costs a share of every round trip. This script measures the same server with tritonclient's
-sync gRPC client, unary (`infer`) and streaming (`async_stream_infer`), back to back with
-the raw engine, so the figure is closer to what a C++ client such as perf_analyzer sees.
+costs a share of every round trip. This script measures the server with four of
+tritonclient's gRPC clients (sync and asyncio; unary and streaming), interleaved with the
+raw engine, and measures each client against a gRPC service that does nothing
+(`_null_grpc.py`): that floor is what the transport and the client cost on this machine
+whatever the server, and edgetier minus the floor is the server's own share.
 Writes benchmarks/results/grpc_client_latency.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import queue
 import socket
 import subprocess
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
 from _harness import RESULTS, save
 
 from edgetier.bench import BenchResult, latency_summary
@@ -42,6 +46,85 @@ def _timed(call, n: int) -> list[int]:  # type: ignore[no-untyped-def]
     return out
 
 
+async def _timed_async(call, n: int) -> list[int]:  # type: ignore[no-untyped-def]
+    out = []
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        await call()
+        out.append(time.perf_counter_ns() - start)
+    return out
+
+
+def _wait_ready(client: grpcclient.InferenceServerClient, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if client.is_model_ready("small"):
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not become ready in 60 s")
+        time.sleep(0.2)
+
+
+class _Clients:
+    """The four tritonclient gRPC clients of one server, each as a timed call."""
+
+    def __init__(self, port: int, x: np.ndarray, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.sync = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        self.inp = grpcclient.InferInput("input", [1, 16], "FP32")
+        self.inp.set_data_from_numpy(x)
+        self.answers: queue.Queue = queue.Queue()
+        self.sync.start_stream(callback=lambda result, error: self.answers.put(error))
+        self.aio = aioclient.InferenceServerClient(f"127.0.0.1:{port}")
+        self.ainp = aioclient.InferInput("input", [1, 16], "FP32")
+        self.ainp.set_data_from_numpy(x)
+        self.requests: asyncio.Queue = asyncio.Queue()
+
+        async def request_stream():  # type: ignore[no-untyped-def]
+            while True:
+                yield await self.requests.get()
+
+        self.responses = self.aio.stream_infer(request_stream())
+
+    def sync_unary(self) -> None:
+        self.sync.infer("small", [self.inp])
+
+    def sync_stream(self) -> None:
+        self.sync.async_stream_infer("small", [self.inp])
+        error = self.answers.get()
+        if error is not None:
+            raise error
+
+    async def aio_unary(self) -> None:
+        await self.aio.infer("small", [self.ainp])
+
+    async def aio_stream(self) -> None:
+        await self.requests.put({"model_name": "small", "inputs": [self.ainp]})
+        _, error = await self.responses.__anext__()
+        if error is not None:
+            raise error
+
+    def points(self, label: str) -> dict[str, object]:
+        def run(call):  # type: ignore[no-untyped-def]
+            return lambda n: self.loop.run_until_complete(_timed_async(call, n))
+
+        return {
+            f"{label}, sync unary client": lambda n: _timed(self.sync_unary, n),
+            f"{label}, sync streaming client": lambda n: _timed(self.sync_stream, n),
+            f"{label}, asyncio unary client": run(self.aio_unary),
+            f"{label}, asyncio streaming client": run(self.aio_stream),
+        }
+
+    def close(self) -> None:
+        self.sync.stop_stream()
+        self.sync.close()
+        self.responses.cancel()
+        self.loop.run_until_complete(self.aio.close())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--requests", type=int, default=2000, help="per point and repeat")
@@ -55,7 +138,7 @@ def main() -> None:
         ModelRepository(repo).model_path("small", 1), ModelRepository(repo).config("small")
     )
     x = np.random.default_rng(0).random((1, 16), dtype=np.float32)
-    port = _free_port()
+    port, null_port = _free_port(), _free_port()
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "edgetier"),
@@ -72,44 +155,34 @@ def main() -> None:
             "warning",
         ],
     )
+    null = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "_null_grpc.py"), str(null_port)]
+    )
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    clients: list[_Clients] = []
     try:
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.is_model_ready("small"):
-                    break
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not become ready in 60 s")
-            time.sleep(0.2)
-        inp = grpcclient.InferInput("input", [1, 16], "FP32")
-        inp.set_data_from_numpy(x)
-        answers: queue.Queue = queue.Queue()
-        client.start_stream(callback=lambda result, error: answers.put(error))
-
-        def stream_once() -> None:
-            client.async_stream_infer("small", [inp])
-            error = answers.get()
-            if error is not None:
-                raise error
-
-        points = {
-            "onnxruntime": lambda: engine.run({"input": x}),
-            "edgetier, sync unary client": lambda: client.infer("small", [inp]),
-            "edgetier, sync streaming client": stream_once,
+        _wait_ready(grpcclient.InferenceServerClient(f"127.0.0.1:{port}"), "edgetier serve")
+        _wait_ready(grpcclient.InferenceServerClient(f"127.0.0.1:{null_port}"), "null service")
+        points: dict[str, object] = {
+            "onnxruntime": lambda n: _timed(lambda: engine.run({"input": x}), n)
         }
+        for label, p in (("edgetier", port), ("null service", null_port)):
+            clients.append(_Clients(p, x, loop))
+            points.update(clients[-1].points(label))
         samples: dict[str, list[list[int]]] = {name: [] for name in points}
-        for call in points.values():  # warm-up
-            _timed(call, 300)
+        for measure in points.values():  # warm-up
+            measure(300)  # type: ignore[operator]
         for _ in range(args.repeats):  # interleaved, so drift hits every point alike
-            for name, call in points.items():
-                samples[name].append(_timed(call, args.requests))
-        client.stop_stream()
+            for name, measure in points.items():
+                samples[name].append(measure(args.requests))  # type: ignore[operator]
     finally:
-        server.terminate()
-        server.wait(30)
+        for c in clients:
+            c.close()
+        loop.close()
+        for proc in (server, null):
+            proc.terminate()
+            proc.wait(30)
 
     rows = []
     for name, runs in samples.items():
@@ -132,9 +205,17 @@ def main() -> None:
             )
         )
     raw_p50 = rows[0].latency_ms.p50
-    notes = [
-        f"added p50 over raw: {r.system}: {r.latency_ms.p50 - raw_p50:.3f} ms" for r in rows[1:]
-    ]
+    p50 = {r.system: r.latency_ms.p50 for r in rows}
+    notes = []
+    for name in samples:
+        if name.startswith("edgetier, "):
+            floor = p50[name.replace("edgetier, ", "null service, ")]
+            notes.append(
+                f"{name.removeprefix('edgetier, ')}: added p50 over raw "
+                f"{p50[name] - raw_p50:.3f} ms = transport and client floor {floor:.3f} ms "
+                f"+ server's own share {p50[name] - floor:.3f} ms"
+            )
+    notes.append("null service: a gRPC service that answers at once (benchmarks/_null_grpc.py)")
     notes.append("the row of each point is its repeat with the median p50")
     report = make_report("server", rows, model=None, notes=notes)
     save(report, args.out_dir, "grpc_client_latency")

@@ -1,20 +1,27 @@
 """`edgetier bench compare`: one model on raw ONNX Runtime, EdgeTier, PyTriton and Ray Serve.
 
-Each system runs alone, in its own process on 127.0.0.1, with the same ONNX Runtime
-threads, max batch size and queue delay, and is driven by the same load generator (gRPC
-where the system speaks it, HTTP for Ray Serve). The result is one report, one table.
+Each system runs in its own process on 127.0.0.1, with the same ONNX Runtime threads, max
+batch size and queue delay, and is driven by the same load generator (gRPC where the system
+speaks it, HTTP for Ray Serve). Repeats run as rounds. By default each round starts one
+system at a time and measures all its points; with ``interleave`` every system stays up and
+the systems take turns point by point, so a machine whose speed drifts over minutes favours
+none of them (idle servers still take a little CPU from the one measured). The result is one
+report, one table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 from edgetier.bench._energy import EnergyProbe
 from edgetier.bench._loadgen import RequestSender, Tensors
@@ -59,6 +66,7 @@ class CompareConfig:
     model_cache: Path = Path("var/bench/models")
     energy: bool = True
     progress: bool = True
+    interleave: bool = False
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -99,71 +107,155 @@ def resolve_model(spec: str, cache: Path) -> tuple[Path, str]:
     return cache / spec / "1" / "model.onnx", spec
 
 
-def _raw(cfg: CompareConfig, model: Path, threads: int) -> list[BenchResult]:
-    """One round of raw ONNX Runtime over the batch sizes and concurrencies."""
-    opts = {
-        "model": str(model.resolve()),
-        "intra_op_threads": threads,
-        "inter_op_threads": cfg.settings.inter_op_threads,
-        "intra_op_spinning": cfg.settings.intra_op_spinning,
-        "duration_s": cfg.duration_s,
-        "count": None,
-        "warmup_s": cfg.warmup_s,
-        "provider": cfg.settings.provider,
-        "batch_sizes": cfg.batch_sizes,
-        "concurrency": cfg.concurrency,
-        "repeats": 1,
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgetier.bench._raw_worker", json.dumps(opts)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise EdgeTierError(f"raw onnxruntime run failed: {proc.stderr.strip()[-800:]}")
-    return [BenchResult.model_validate(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
+class _RawWorker:
+    """Raw ONNX Runtime in a worker process that keeps its session between points."""
+
+    def __init__(self, cfg: CompareConfig, model: Path, threads: int, log: IO[str]) -> None:
+        opts = {
+            "model": str(model.resolve()),
+            "intra_op_threads": threads,
+            "inter_op_threads": cfg.settings.inter_op_threads,
+            "intra_op_spinning": cfg.settings.intra_op_spinning,
+            "duration_s": cfg.duration_s,
+            "count": None,
+            "warmup_s": cfg.warmup_s,
+            "provider": cfg.settings.provider,
+        }
+        self._log = log
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "edgetier.bench._raw_worker", json.dumps(opts)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        self._read()  # "ready": the session is loaded
+
+    def _read(self) -> str:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait(30)
+            self._log.flush()
+            tail = Path(self._log.name).read_text(errors="replace").strip()[-800:]
+            raise EdgeTierError(f"raw onnxruntime worker failed: {tail}")
+        return line
+
+    def measure(self, protocol: str | None, batch_size: int, concurrency: int) -> BenchResult:
+        assert self._proc.stdin is not None
+        point = {"batch_size": batch_size, "concurrency": concurrency}
+        self._proc.stdin.write(json.dumps(point) + "\n")
+        self._proc.stdin.flush()
+        return BenchResult.model_validate_json(self._read())
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(30)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
 
-async def _drive(
-    cfg: CompareConfig,
-    system: str,
-    url: str,
-    name: str,
-    pid: int,
-    probe: EnergyProbe,
-    progress: SweepProgress,
-    round_label: str,
-) -> list[BenchResult]:
-    """One round of one server system over the batch sizes and concurrencies."""
-    results = []
-    for b in cfg.batch_sizes:
+@dataclass
+class _Server:
+    """A running server system and how to measure one point on it."""
+
+    cfg: CompareConfig
+    system: str
+    running: Any
+    name: str
+    probe: EnergyProbe
+
+    def measure(self, protocol: str | None, batch_size: int, concurrency: int) -> BenchResult:
+        assert protocol is not None
+        cfg = self.cfg
+        url = self.running.url(protocol)
         scfg = ServerBenchConfig(
             url=url,
-            model=name,
-            batch_size=b,
-            concurrency=cfg.concurrency,
+            model=self.name,
+            batch_size=batch_size,
+            concurrency=[concurrency],
             tensors=cfg.tensors,
             duration_s=cfg.duration_s,
             warmup_s=cfg.warmup_s,
-            repeats=1,
-            server_pids=[pid],
-            system=system,
+            server_pids=[self.running.proc.pid],
+            system=self.system,
             provider=_PROVIDER_NAMES[cfg.settings.provider],
             energy=False,
             progress=False,
         )
-        slots = max(cfg.concurrency) if cfg.tensors == "shm" else 1
-        sender = RequestSender(url, name, batch_size=b, tensors=cfg.tensors, slots=slots)
-        await sender.open()
-        try:
-            for c in cfg.concurrency:
-                progress.phase(f"{system} {sender.protocol} batch {b} c={c} {round_label}")
-                results.append(await measure_server(scfg, sender, concurrency=c, probe=probe))
-                progress.advance()
-        finally:
-            await sender.close()
-    return results
+
+        async def window() -> BenchResult:
+            slots = concurrency if cfg.tensors == "shm" else 1
+            sender = RequestSender(
+                url, self.name, batch_size=batch_size, tensors=cfg.tensors, slots=slots
+            )
+            await sender.open()
+            try:
+                return await measure_server(scfg, sender, concurrency=concurrency, probe=self.probe)
+            finally:
+                await sender.close()
+
+        return asyncio.run(window())
+
+
+@dataclass
+class _Run:
+    """What every system of one compare run shares."""
+
+    cfg: CompareConfig
+    model: Path
+    name: str
+    settings: ServerSettings
+    threads: int
+    workdir: Path
+    peer_python: Path
+    probe: EnergyProbe
+    progress: SweepProgress
+
+    @contextlib.contextmanager
+    def open(self, system: str) -> Iterator[_RawWorker | _Server]:
+        """Start a system: the raw worker, or a server on free ports."""
+        self.progress.phase(f"starting {system}")
+        if system == "onnxruntime":
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            with (self.workdir / "onnxruntime.log").open("w") as log:
+                worker = _RawWorker(self.cfg, self.model, self.threads, log)
+                try:
+                    yield worker
+                finally:
+                    worker.close()
+            return
+        with start_system(
+            system,
+            self.model,
+            self.name,
+            self.settings,
+            self.workdir / system,
+            peer_python=self.peer_python,
+        ) as running:
+            yield _Server(self.cfg, system, running, self.name, self.probe)
+
+    def measure(
+        self, handle: _RawWorker | _Server, system: str, batch: int, concurrency: int, label: str
+    ) -> list[BenchResult]:
+        rows = []
+        for protocol in _protocols(self.cfg, system):
+            what = f"{system} {protocol or ''} batch {batch} c={concurrency} {label}"
+            self.progress.phase(" ".join(what.split()))
+            rows.append(handle.measure(protocol, batch, concurrency))
+            self.progress.advance()
+        return rows
+
+
+def _protocols(cfg: CompareConfig, system: str) -> list[str | None]:
+    if system == "onnxruntime":
+        return [None]
+    return ["http"] if system == "ray-serve" else list(cfg.protocols)
 
 
 def _round_order(systems: list[str], index: int) -> list[str]:
@@ -172,46 +264,25 @@ def _round_order(systems: list[str], index: int) -> list[str]:
     return list(systems) if index % 2 == 0 else list(reversed(systems))
 
 
-def _one_round(
-    cfg: CompareConfig,
-    system: str,
-    model: Path,
-    name: str,
-    settings: ServerSettings,
-    threads: int,
-    tmp: Path,
-    probe: EnergyProbe,
-    progress: SweepProgress,
-    peer_python: Path,
-    label: str,
-) -> list[BenchResult]:
-    """Every point of one system once: raw in a worker process, a server started fresh."""
-    per_system = len(cfg.batch_sizes) * len(cfg.concurrency)
-    if system == "onnxruntime":
-        progress.phase(f"raw onnxruntime {label}")
-        rows = _raw(cfg, model, threads)
-        for _ in range(per_system):
-            progress.advance()
+def _measure_rounds(run: _Run) -> list[BenchResult]:
+    cfg = run.cfg
+    points = [(b, c) for b in cfg.batch_sizes for c in cfg.concurrency]
+    rows: list[BenchResult] = []
+    if cfg.interleave:
+        with contextlib.ExitStack() as stack:
+            handles = {s: stack.enter_context(run.open(s)) for s in cfg.systems}
+            for index in range(cfg.repeats):
+                label = f"round {index + 1}/{cfg.repeats}"
+                for b, c in points:
+                    for system in _round_order(cfg.systems, index):
+                        rows += run.measure(handles[system], system, b, c, label)
         return rows
-    rows = []
-    protocols = ["http"] if system == "ray-serve" else cfg.protocols
-    progress.phase(f"starting {system} ({label})")
-    with start_system(
-        system, model, name, settings, tmp / system, peer_python=peer_python
-    ) as running:
-        for protocol in protocols:
-            rows += asyncio.run(
-                _drive(
-                    cfg,
-                    system,
-                    running.url(protocol),
-                    name,
-                    running.proc.pid,
-                    probe,
-                    progress,
-                    label,
-                )
-            )
+    for index in range(cfg.repeats):
+        label = f"round {index + 1}/{cfg.repeats}"
+        for system in _round_order(cfg.systems, index):
+            with run.open(system) as handle:
+                for b, c in points:
+                    rows += run.measure(handle, system, b, c, label)
     return rows
 
 
@@ -241,33 +312,17 @@ def run_compare(cfg: CompareConfig, *, command: str | None = None) -> BenchRepor
         notes.append(f"energy: {probe.unavailable}")
     elif probe.estimated:
         notes.append(f"energy: estimated ({probe.source}), not measured")
-    per_server = len(cfg.batch_sizes) * len(cfg.concurrency) * cfg.repeats
     total = sum(
-        per_server * (1 if s in ("onnxruntime", "ray-serve") else len(cfg.protocols))
+        len(cfg.batch_sizes) * len(cfg.concurrency) * cfg.repeats * len(_protocols(cfg, s))
         for s in cfg.systems
     )
-    rounds: list[BenchResult] = []
     try:
         with (
             SweepProgress(total, title=f"bench compare {name}", enabled=cfg.progress) as progress,
             tempfile.TemporaryDirectory(prefix="edgetier-compare-") as tmp,
         ):
-            for index in range(cfg.repeats):
-                label = f"round {index + 1}/{cfg.repeats}"
-                for system in _round_order(cfg.systems, index):
-                    rounds += _one_round(
-                        cfg,
-                        system,
-                        model,
-                        name,
-                        settings,
-                        threads,
-                        Path(tmp),
-                        probe,
-                        progress,
-                        peer_python,
-                        label,
-                    )
+            run = _Run(cfg, model, name, settings, threads, Path(tmp), peer_python, probe, progress)
+            rounds = _measure_rounds(run)
     finally:
         probe.close()
     # rounds merged per point (medians, spread, each round's figures), systems in order
@@ -279,8 +334,13 @@ def run_compare(cfg: CompareConfig, *, command: str | None = None) -> BenchRepor
         for key, group in groups.items()
     ]
     notes.append(
-        f"{cfg.repeats} round(s): each round measures every system once, in alternating "
-        "order; figures are medians over rounds"
+        f"{cfg.repeats} round(s), "
+        + (
+            "interleaved: every system up at once, taking turns point by point"
+            if cfg.interleave
+            else "one system up at a time"
+        )
+        + ", in alternating order; figures are medians over rounds"
     )
     report = make_report(
         "compare", results, model=model_info(model, name), command=command, notes=notes

@@ -20,13 +20,28 @@ _SECTIONS: dict[str, tuple[str, str]] = {
         "other, with the same ONNX Runtime threads, max batch size and queue delay.",
     ),
     "compare_resnet50_nospin": (
-        "ResNet-50 with ONNX Runtime spinning off for every system",
+        "ResNet-50 with ONNX Runtime spinning off for every system, in rounds",
         "The same comparison with `session.intra_op.allow_spinning = 0` in every system, the "
-        "raw baseline included (EdgeTier's default since this run).",
+        "raw baseline included (EdgeTier's default). The repeats ran as rounds: each round "
+        "measures every system once, in alternating order, and × raw and +p50 are medians of "
+        "the per-round figures.",
     ),
     "compare_resnet50_b1c1": (
         "ResNet-50 at batch 1, concurrency 1: EdgeTier and PyTriton against raw ONNX Runtime",
         "Latency at batch 1 alone, 3 repeats of 8 s, spinning off for every system.",
+    ),
+    "compare_resnet50_interleaved": (
+        "ResNet-50, interleaved: raw ONNX Runtime, EdgeTier and PyTriton taking turns",
+        "`bench compare --interleave`: every server up at once and the systems taking turns "
+        "point by point, round after round in alternating order, so the machine's drift hits "
+        "each alike (runs made one after the other, as above, differ by more than the servers "
+        "do). Ray Serve is left out: its idle daemons would take CPU from whichever system is "
+        "measured.",
+    ),
+    "compare_resnet50_b1c1_interleaved": (
+        "ResNet-50 at batch 1, concurrency 1, interleaved in short windows",
+        "The latency point alone with `--interleave`, 20 rounds of 1.5 s windows: p50 and p99 "
+        "pool the rounds' medians, and +p50 is the median of the per-round differences.",
     ),
     "compare_small": (
         "Small model: the cost of the server path",
@@ -43,9 +58,12 @@ _SECTIONS: dict[str, tuple[str, str]] = {
         "Target: server p50 minus raw engine p50 under 1 ms over gRPC.",
     ),
     "grpc_client_latency": (
-        "Added gRPC latency by client: tritonclient's sync unary and streaming clients",
-        "The same target measured with tritonclient's sync gRPC client (unary and streaming), "
-        "interleaved with the raw engine; the asyncio load generator above costs more per call.",
+        "Added gRPC latency by client, and the floor of a gRPC round trip",
+        "The same target with four of tritonclient's gRPC clients (sync and asyncio, unary and "
+        "streaming), interleaved with the raw engine, and each client against a gRPC service "
+        "that answers at once (`benchmarks/_null_grpc.py`): that floor is what the transport "
+        "and the Python client cost here whatever the server; EdgeTier minus the floor is the "
+        "server's own share.",
     ),
     "pipeline-scaling": (
         "Pipelines: 720p streams with the trained detector, 1 to 16 streams",

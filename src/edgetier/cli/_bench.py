@@ -226,7 +226,12 @@ def bench_compare(
     tensors: str = typer.Option("binary", "--tensors", help="json | binary | shm."),
     duration_s: float = typer.Option(5.0, "--duration-s"),
     warmup_s: float = typer.Option(1.0, "--warmup-s"),
-    repeats: int = typer.Option(1, "--repeats"),
+    repeats: int = typer.Option(1, "--repeats", help="Rounds over every system; medians."),
+    interleave: bool = typer.Option(
+        False,
+        "--interleave/--one-at-a-time",
+        help="Keep every system up and let them take turns point by point in each round.",
+    ),
     max_batch_size: int = typer.Option(8, "--max-batch-size"),
     max_queue_delay_us: int = typer.Option(2000, "--max-queue-delay-us"),
     dynamic_batching: bool = typer.Option(True, "--dynamic-batching/--no-dynamic-batching"),
@@ -277,6 +282,7 @@ def bench_compare(
             peer_python=peer_python,
             energy=energy,
             progress=progress,
+            interleave=interleave,
         )
         report = run_compare(cfg)
     except EdgeTierError as exc:
