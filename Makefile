@@ -64,11 +64,20 @@ peers: .venv-peers/bin/python
 # 2 cores; run it on a quiet machine), then the page rebuilt from the JSON files.
 bench: install peers demo-repo
 	$(BIN)/python benchmarks/added_latency.py --repeats 5
-	$(BIN)/python benchmarks/grpc_client_latency.py --repeats 3
+	$(BIN)/python benchmarks/grpc_client_latency.py --repeats 5
 	$(BIN)/python benchmarks/compare_peers.py --repeats 3 --peer-python .venv-peers/bin/python
 	$(BIN)/edgetier bench compare resnet50 --batch-sizes 1,8 --concurrency 1,8 --duration-s 6 \
-	  --warmup-s 2 --repeats 2 --intra-op-threads 2 --no-intra-op-spinning \
+	  --warmup-s 2 --repeats 3 --intra-op-threads 2 --no-intra-op-spinning --no-plots \
 	  --peer-python .venv-peers/bin/python --out benchmarks/results/compare_resnet50_nospin
+	$(BIN)/edgetier bench compare resnet50 --systems onnxruntime,edgetier,pytriton \
+	  --batch-sizes 1,8 --concurrency 1,8 --duration-s 5 --warmup-s 1 --repeats 4 --interleave \
+	  --intra-op-threads 2 --no-intra-op-spinning --no-plots \
+	  --peer-python .venv-peers/bin/python --out benchmarks/results/compare_resnet50_interleaved
+	$(BIN)/edgetier bench compare resnet50 --systems onnxruntime,edgetier,pytriton \
+	  --batch-sizes 1 --concurrency 1 --duration-s 1.5 --warmup-s 0.3 --repeats 20 --interleave \
+	  --intra-op-threads 2 --no-intra-op-spinning --no-plots \
+	  --peer-python .venv-peers/bin/python --out benchmarks/results/compare_resnet50_b1c1_interleaved
+	rm -f benchmarks/results/*.md
 	$(BIN)/python benchmarks/pipeline_scaling.py --streams 1,2,4,8,16 --frames 60 --repeats 3
 	$(BIN)/python benchmarks/dynamic_batching.py --repeats 3
 	$(BIN)/python benchmarks/transports.py --repeats 3

@@ -26,10 +26,6 @@ _SECTIONS: dict[str, tuple[str, str]] = {
         "measures every system once, in alternating order, and × raw and +p50 are medians of "
         "the per-round figures.",
     ),
-    "compare_resnet50_b1c1": (
-        "ResNet-50 at batch 1, concurrency 1: EdgeTier and PyTriton against raw ONNX Runtime",
-        "Latency at batch 1 alone, 3 repeats of 8 s, spinning off for every system.",
-    ),
     "compare_resnet50_interleaved": (
         "ResNet-50, interleaved: raw ONNX Runtime, EdgeTier and PyTriton taking turns",
         "`bench compare --interleave`: every server up at once and the systems taking turns "
@@ -40,8 +36,9 @@ _SECTIONS: dict[str, tuple[str, str]] = {
     ),
     "compare_resnet50_b1c1_interleaved": (
         "ResNet-50 at batch 1, concurrency 1, interleaved in short windows",
-        "The latency point alone with `--interleave`, 20 rounds of 1.5 s windows: p50 and p99 "
-        "pool the rounds' medians, and +p50 is the median of the per-round differences.",
+        "The latency point alone with `--interleave`, 20 rounds of 1.5 s windows; each "
+        "percentile is the median over rounds of that round's percentile, and +p50 the median "
+        "of the per-round differences to raw ONNX Runtime.",
     ),
     "compare_small": (
         "Small model: the cost of the server path",
@@ -111,9 +108,14 @@ _FOOTER = """## Reproduce
     .venv/bin/python benchmarks/transports.py
     .venv/bin/python benchmarks/peak_memory.py
     .venv/bin/python benchmarks/compare_peers.py   # needs the peers (see below)
+    .venv/bin/python benchmarks/grpc_client_latency.py
     make bench-docs
 
-The peers run from their own environment, because PyTriton 0.7 needs numpy < 2:
+Each section's command reruns its figures alone; the interleaved comparisons are
+`edgetier bench compare ... --interleave` runs (their commands are in their sections).
+
+The peers run from their own environment, because PyTriton 0.7 needs numpy < 2
+(`make peers` builds it):
 
     python3 -m venv .venv-peers
     .venv-peers/bin/pip install 'nvidia-pytriton==0.7.0' 'onnxruntime==1.32.0' 'ray[serve]==2.60.0'
