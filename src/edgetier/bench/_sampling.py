@@ -47,14 +47,13 @@ def cpu_seconds(procs: Sequence[psutil.Process]) -> float:
     return total
 
 
-def _rss(procs: Sequence[psutil.Process]) -> int:
+def _rss(members: Sequence[psutil.Process]) -> int:
     total = 0
-    for proc in procs:
-        for p in _tree(proc):
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                continue
+    for p in members:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            continue
     return total
 
 
@@ -89,6 +88,9 @@ class _Gpu:
                 self._nvml.nvmlShutdown()
 
 
+_TREE_REFRESH_S = 1.0
+
+
 class ResourceSampler:
     """Samples the given processes (default: this one) between :meth:`start` and :meth:`stop`."""
 
@@ -102,19 +104,28 @@ class ResourceSampler:
         self._gpu_samples: list[float] = []
         self._t0 = 0.0
         self._cpu0 = 0.0
+        self._members: list[psutil.Process] = []
+        self._members_at = -1e9
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval_s):
             self._sample()
 
     def _sample(self) -> None:
-        self._peak = max(self._peak, _rss(self._procs))
+        # Finding the children scans all of /proc (milliseconds of CPU taken from the work
+        # being measured), so the process tree is refreshed once a second, not every sample.
+        now = time.monotonic()
+        if now - self._members_at >= _TREE_REFRESH_S:
+            self._members = [p for proc in self._procs for p in _tree(proc)]
+            self._members_at = now
+        self._peak = max(self._peak, _rss(self._members))
         util = self._gpu.util()
         if util is not None:
             self._gpu_samples.append(util)
 
     def start(self) -> None:
         self._stop.clear()
+        self._members_at = -1e9
         self._peak = 0
         self._gpu_samples = []
         self._t0 = time.perf_counter()
