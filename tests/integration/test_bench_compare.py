@@ -23,8 +23,8 @@ def test_compare_rounds_pair_every_point(interleave: bool, tmp_path: Path) -> No
         systems=["onnxruntime", "edgetier"],
         batch_sizes=[1, 4],
         concurrency=[1, 2],
-        duration_s=0.3,
-        warmup_s=0.1,
+        duration_s=0.5,
+        warmup_s=0.2,
         repeats=2,
         settings=ServerSettings(intra_op_threads=1),
         model_cache=tmp_path / "models",
@@ -41,7 +41,8 @@ def test_compare_rounds_pair_every_point(interleave: bool, tmp_path: Path) -> No
         for c in (1, 2)
     }
     for r in report.results:
-        assert r.repeats == 2 and r.errors == 0 and r.requests > 0
+        assert (r.repeats, r.errors) == (2, 0), r
+        assert r.requests > 0, r
         assert r.round_throughput_per_s is not None and len(r.round_throughput_per_s) == 2
         assert r.throughput_per_s == pytest.approx(
             sorted(r.round_throughput_per_s)[0] / 2 + sorted(r.round_throughput_per_s)[1] / 2
