@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +24,7 @@ import numpy as np
 import pytest
 
 from edgetier.pipeline import Pipeline, parse_pipeline
-from edgetier.pipeline._testing import free_port, make_random_detector
+from edgetier.pipeline._testing import RtspRelay, make_random_detector
 from edgetier.pipeline._video_out import Video
 
 RTSP_SERVER = shutil.which("rtsp-server-perl")
@@ -40,96 +37,6 @@ pytestmark = [
 ]
 
 WIDTH, HEIGHT, FPS = 160, 128, 20
-
-
-def _free_udp_range(count: int) -> int:
-    """A base port such that base .. base+count-1 are free UDP ports on 127.0.0.1."""
-    for _ in range(100):
-        base = random.randrange(20_000, 60_000, 2)
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError(f"no {count} consecutive free UDP ports")
-
-
-class RtspRelay:
-    """rtsp-server-perl on 127.0.0.1: publishers ANNOUNCE/RECORD on one port, readers PLAY
-    on another; restartable on the same ports."""
-
-    def __init__(self) -> None:
-        assert RTSP_SERVER is not None
-        self.binary = RTSP_SERVER
-        self.publish_port = free_port()
-        self.play_port = free_port()
-        self.rtp_base = _free_udp_range(64)  # the server hands out RTP/RTCP pairs from here
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def publish_url(self, path: str) -> str:
-        return f"rtsp://127.0.0.1:{self.publish_port}/{path}"
-
-    def play_url(self, path: str) -> str:
-        return f"rtsp://127.0.0.1:{self.play_port}/{path}"
-
-    def start(self, timeout_s: float = 15.0) -> None:
-        self._proc = subprocess.Popen(
-            [
-                self.binary,
-                "--serverport",
-                str(self.publish_port),
-                "--clientport",
-                str(self.play_port),
-                "--source_listen_address",
-                "127.0.0.1",
-                "--client_listen_address",
-                "127.0.0.1",
-                "--rtp_start_port",
-                str(self.rtp_base),
-                "--loglevel",
-                "1",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout_s
-        for port in (self.publish_port, self.play_port):
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                        break
-                except OSError:
-                    if self._proc.poll() is not None:
-                        raise RuntimeError(
-                            f"rtsp-server-perl exited with {self._proc.returncode}"
-                        ) from None
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"rtsp-server-perl did not listen on {port}") from None
-                    time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
-        self._proc = None
-
-    def __enter__(self) -> RtspRelay:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class Publisher:

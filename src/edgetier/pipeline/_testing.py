@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks: small random ONNX models and a throwaway Mosquitto.
+"""Helpers for tests and benchmarks: small random ONNX models, a throwaway Mosquitto and
+RTSP relay.
 
 The models have the layouts of the shipped ones (YOLOv8-style detector, softmax
 classifier) with random weights, so the pipeline can be exercised anywhere.
@@ -6,6 +7,7 @@ classifier) with random weights, so the pipeline can be exercised anywhere.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -13,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import numpy as np
 import onnx
@@ -119,50 +122,47 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Mosquitto:
-    """A Mosquitto broker on 127.0.0.1 with a temporary config; restartable on its port.
+class ServiceProcess:
+    """A server binary run for a test on 127.0.0.1: start, wait for its ports, stop or kill;
+    restartable on the same ports."""
 
-    `persistence=True` keeps subscriptions and queued QoS 1 messages across restarts
-    (saved every second), so a client with a persistent session misses nothing.
-    """
+    name = "service"
+    start_timeout_s = 10.0
 
-    def __init__(self, *, port: int | None = None, persistence: bool = False) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
-            raise FileNotFoundError("mosquitto is not installed (make system-deps installs it)")
-        self.binary = binary
-        self.port = port or free_port()
-        self._dir = Path(tempfile.mkdtemp(prefix="edgetier-mqtt-"))
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
-        if persistence:
-            lines += [
-                "persistence true",
-                f"persistence_location {self._dir}/",
-                "autosave_interval 1",
-            ]
-        self.config = self._dir / "mosquitto.conf"
-        self.config.write_text("\n".join(lines) + "\n")
+    def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 10.0) -> None:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ports(self) -> list[int]:
+        """TCP ports that accept connections once the service is up."""
+        raise NotImplementedError
+
+    def start(self, timeout_s: float | None = None) -> None:
+        timeout_s = self.start_timeout_s if timeout_s is None else timeout_s
         self._proc = subprocess.Popen(
-            [self.binary, "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self._proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited with {self._proc.returncode}") from None
-                time.sleep(0.05)
-        raise TimeoutError(f"mosquitto did not listen on port {self.port} in {timeout_s} s")
+        for port in self.ports():
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        break
+                except OSError:
+                    if self._proc.poll() is not None:
+                        raise RuntimeError(
+                            f"{self.name} exited with {self._proc.returncode}"
+                        ) from None
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"{self.name} did not listen on port {port} in {timeout_s} s"
+                        ) from None
+                    time.sleep(0.05)
 
     def kill(self) -> None:
-        """SIGKILL: the broker dies without a goodbye, as in a crash."""
+        """SIGKILL: the service dies without a goodbye, as in a crash."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait(5)
@@ -178,7 +178,7 @@ class Mosquitto:
                 self._proc.wait(5)
         self._proc = None
 
-    def __enter__(self) -> Mosquitto:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -186,4 +186,106 @@ class Mosquitto:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class Mosquitto(ServiceProcess):
+    """A Mosquitto broker on 127.0.0.1 with a temporary config; restartable on its port.
+
+    `persistence=True` keeps subscriptions and queued QoS 1 messages across restarts
+    (saved every second), so a client with a persistent session misses nothing.
+    """
+
+    name = "mosquitto"
+
+    def __init__(self, *, port: int | None = None, persistence: bool = False) -> None:
+        super().__init__()
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            raise FileNotFoundError("mosquitto is not installed (make system-deps installs it)")
+        self.binary = binary
+        self.port = port or free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="edgetier-mqtt-"))
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        if persistence:
+            lines += [
+                "persistence true",
+                f"persistence_location {self._dir}/",
+                "autosave_interval 1",
+            ]
+        self.config = self._dir / "mosquitto.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def command(self) -> list[str]:
+        return [self.binary, "-c", str(self.config)]
+
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        super().__exit__(et, ev, tb)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def free_udp_range(count: int) -> int:
+    """A base port such that base .. base+count-1 are free UDP ports on 127.0.0.1."""
+    for _ in range(100):
+        base = random.randrange(20_000, 60_000, 2)
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free UDP ports")
+
+
+class RtspRelay(ServiceProcess):
+    """rtsp-server-perl on 127.0.0.1: publishers ANNOUNCE/RECORD on one port, readers PLAY
+    on another; restartable on the same ports."""
+
+    name = "rtsp-server-perl"
+    start_timeout_s = 15.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        binary = shutil.which("rtsp-server-perl")
+        if binary is None:
+            raise FileNotFoundError("rtsp-server-perl is not installed (make system-deps)")
+        self.binary = binary
+        self.publish_port = free_port()
+        self.play_port = free_port()
+        self.rtp_base = free_udp_range(64)  # the server hands out RTP/RTCP pairs from here
+
+    def publish_url(self, path: str) -> str:
+        return f"rtsp://127.0.0.1:{self.publish_port}/{path}"
+
+    def play_url(self, path: str) -> str:
+        return f"rtsp://127.0.0.1:{self.play_port}/{path}"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "--serverport",
+            str(self.publish_port),
+            "--clientport",
+            str(self.play_port),
+            "--source_listen_address",
+            "127.0.0.1",
+            "--client_listen_address",
+            "127.0.0.1",
+            "--rtp_start_port",
+            str(self.rtp_base),
+            "--loglevel",
+            "1",
+        ]
+
+    def ports(self) -> list[int]:
+        return [self.publish_port, self.play_port]
