@@ -77,6 +77,14 @@ bench: install peers demo-repo
 	  --batch-sizes 1 --concurrency 1 --duration-s 1.5 --warmup-s 0.3 --repeats 20 --interleave \
 	  --intra-op-threads 2 --no-intra-op-spinning --no-plots \
 	  --peer-python .venv-peers/bin/python --out benchmarks/results/compare_resnet50_b1c1_interleaved
+	$(BIN)/edgetier bench compare resnet50 --systems onnxruntime,edgetier --batch-sizes 1 \
+	  --concurrency 1,8 --duration-s 4 --warmup-s 1 --repeats 10 --interleave \
+	  --intra-op-threads 2 --no-intra-op-spinning --no-plots \
+	  --out benchmarks/results/server_vs_raw_b1_interleaved
+	$(BIN)/edgetier bench compare resnet50 --systems onnxruntime,edgetier --batch-sizes 8 \
+	  --concurrency 1,2 --duration-s 6 --warmup-s 1 --repeats 8 --interleave \
+	  --intra-op-threads 2 --no-intra-op-spinning --no-plots \
+	  --out benchmarks/results/server_vs_raw_b8_interleaved
 	rm -f benchmarks/results/*.md
 	$(BIN)/python benchmarks/pipeline_scaling.py --streams 1,2,4,8,16 --frames 60 --repeats 3
 	$(BIN)/python benchmarks/dynamic_batching.py --repeats 3
