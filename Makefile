@@ -77,6 +77,10 @@ bench: install peers demo-repo
 	  --batch-sizes 1 --concurrency 1 --duration-s 1.5 --warmup-s 0.3 --repeats 20 --interleave \
 	  --intra-op-threads 2 --no-intra-op-spinning --no-plots \
 	  --peer-python .venv-peers/bin/python --out benchmarks/results/compare_resnet50_b1c1_interleaved
+	$(BIN)/edgetier bench compare resnet50 --systems onnxruntime,edgetier,pytriton \
+	  --batch-sizes 8 --concurrency 8 --duration-s 12 --warmup-s 3 --repeats 6 --interleave \
+	  --intra-op-threads 2 --no-intra-op-spinning --no-plots \
+	  --peer-python .venv-peers/bin/python --out benchmarks/results/compare_resnet50_b8c8_interleaved
 	$(BIN)/edgetier bench compare resnet50 --systems onnxruntime,edgetier --batch-sizes 1 \
 	  --concurrency 1,8 --duration-s 4 --warmup-s 1 --repeats 10 --interleave \
 	  --intra-op-threads 2 --no-intra-op-spinning --no-plots \

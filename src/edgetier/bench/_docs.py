@@ -40,6 +40,10 @@ _SECTIONS: dict[str, tuple[str, str]] = {
         "percentile is the median over rounds of that round's percentile, and +p50 the median "
         "of the per-round differences to raw ONNX Runtime.",
     ),
+    "compare_resnet50_b8c8_interleaved": (
+        "ResNet-50 at batch 8, concurrency 8, interleaved: throughput at saturation",
+        "The saturation point alone with `--interleave`, 6 rounds of 12 s windows.",
+    ),
     "compare_small": (
         "Small model: the cost of the server path",
         "A tiny MLP, where the model costs almost nothing and what is measured is the serving "
