@@ -50,15 +50,13 @@ _SECTIONS: dict[str, tuple[str, str]] = {
         "path itself.",
     ),
     "server_vs_raw_b1_interleaved": (
-        "ResNet-50 at saturation, batch-1 requests: EdgeTier against raw ONNX Runtime, "
-        "interleaved",
+        "ResNet-50 at saturation, batch-1 requests: EdgeTier against raw ONNX Runtime, interleaved",
         "Target: server throughput at least 95 % of raw ONNX Runtime's for the same model, "
         "threads and batch size. 10 rounds of 4 s windows, the two systems taking turns; "
         "× raw is the median of the per-round ratios to raw's best point at batch 1.",
     ),
     "server_vs_raw_b8_interleaved": (
-        "ResNet-50 at saturation, batch-8 requests: EdgeTier against raw ONNX Runtime, "
-        "interleaved",
+        "ResNet-50 at saturation, batch-8 requests: EdgeTier against raw ONNX Runtime, interleaved",
         "The same target at batch 8: 8 rounds of 6 s windows (concurrency 2 keeps one batch "
         "decoding while the other runs).",
     ),
