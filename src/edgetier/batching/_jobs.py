@@ -95,7 +95,7 @@ class Job:
                 inputs = requests[0].inputs
             else:
                 inputs = {
-                    name: np.concatenate([r.inputs[name] for r in requests])
+                    name: stack_rows([r.inputs[name] for r in requests])
                     for name in requests[0].inputs
                 }
             self.exec_start = clock()
@@ -107,6 +107,42 @@ class Job:
             if not self.exec_end:
                 self.exec_end = clock()
         self.end = clock()
+
+
+def _address(array: np.ndarray) -> int:
+    return int(array.__array_interface__["data"][0])
+
+
+def stack_rows(arrays: list[np.ndarray]) -> np.ndarray:
+    """The arrays joined along dim 0, as a view where they already lie back to back.
+
+    A caller that writes its requests into consecutive rows of one batch buffer (the video
+    pipelines letterbox frames into such slabs) gets its batch without a copy; anything
+    else is concatenated.
+    """
+    first = arrays[0]
+    base = first.base
+    if isinstance(base, np.ndarray) and base.flags.c_contiguous and first.flags.c_contiguous:
+        start = offset = _address(first) - _address(base)
+        rows = 0
+        for array in arrays:
+            if (
+                array.base is not base
+                or _address(array) - _address(base) != offset
+                or array.dtype != first.dtype
+                or array.shape[1:] != first.shape[1:]
+                or not array.flags.c_contiguous
+            ):
+                break
+            offset += array.nbytes
+            rows += array.shape[0]
+        else:
+            if start >= 0 and offset <= base.nbytes:
+                view: np.ndarray = np.ndarray(
+                    (rows, *first.shape[1:]), first.dtype, buffer=base, offset=start
+                )
+                return view
+    return np.concatenate(arrays)
 
 
 def split_outputs(outputs: Any, requests: list[Request], rows: int, batched: bool) -> list[Tensors]:

@@ -15,6 +15,7 @@ import functools
 import importlib
 import inspect
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -66,34 +67,58 @@ class Stage(ABC):
         """Called once after the last frame."""
 
 
-class _BufferPool:
-    """Reusable [1, 3, H, W] float32 request buffers (pinned where the engine is on a GPU)."""
+class _SlabPool:
+    """[1, 3, H, W] request buffers handed out as consecutive rows of [rows, 3, H, W] slabs.
 
-    def __init__(self, shape: tuple[int, ...], *, pinned: bool) -> None:
+    Frames letterboxed one after another land in adjacent rows, so when the batcher groups
+    them it takes the rows as one view instead of copying them into a new batch (see
+    `stack_rows`). A slab is reused once every row it handed out is released; slabs are
+    pinned where the engine is on a GPU. Reader threads and the event loop share the pool.
+    """
+
+    def __init__(self, shape: tuple[int, ...], rows: int, *, pinned: bool) -> None:
         self.shape = shape
+        self.rows = max(1, rows)
         self.pinned = pinned
+        self._lock = threading.Lock()
         self._free: list[np.ndarray] = []
+        self._out: dict[int, int] = {}  # id(slab) -> rows handed out and not yet released
+        self._slab: np.ndarray | None = None
+        self._next = 0
 
-    def acquire(self) -> np.ndarray:
-        try:  # list.pop and append are atomic: reader threads and the loop share the pool
-            return self._free.pop()
-        except IndexError:
-            return host_buffer(self.shape, pinned=self.pinned)
+    def acquire(self) -> tuple[np.ndarray, np.ndarray]:
+        """(one-row view, the slab it belongs to)."""
+        with self._lock:
+            if self._slab is None or self._next == self.rows:
+                if self._slab is not None and not self._out[id(self._slab)]:
+                    self._free.append(self._slab)
+                self._slab = self._free.pop() if self._free else self._new_slab()
+                self._out[id(self._slab)] = 0
+                self._next = 0
+            slab, row = self._slab, self._next
+            self._next += 1
+            self._out[id(slab)] += 1
+        return slab[row : row + 1], slab
 
-    def release(self, buf: np.ndarray) -> None:
-        # no cap: the free list never outgrows the peak number of frames prepared at once
-        # (queued + in flight), and a dropped pinned buffer could not be freed
-        self._free.append(buf)
+    def _new_slab(self) -> np.ndarray:
+        return host_buffer((self.rows, *self.shape[1:]), pinned=self.pinned)
+
+    def release(self, slab: np.ndarray) -> None:
+        with self._lock:
+            self._out[id(slab)] -= 1
+            # a slab neither current nor in use goes back to the free list
+            if not self._out[id(slab)] and slab is not self._slab:
+                self._free.append(slab)
 
     def letterboxed(self, letterbox: Letterboxer, image: np.ndarray) -> Prepared:
-        """`image` letterboxed into a pooled [1, 3, H, W] buffer."""
-        buf = self.acquire()
+        """`image` letterboxed into the next free row."""
+        buf, slab = self.acquire()
         try:
             info = letterbox(image, buf[0])
         except BaseException:
-            self.release(buf)
+            self.release(slab)
             raise
-        return Prepared(buf, info, functools.partial(self.release, buf))
+        return Prepared(buf, info, functools.partial(self.release, slab))
 
 
 def _take_prepared(stage: Stage, frame: FramePacket) -> Prepared:
@@ -111,12 +136,16 @@ class _WholeFrameModel(Stage):
     prepares = True
     runner: ModelRunner
     letterbox: Letterboxer
-    pool: _BufferPool
+    pool: _SlabPool
 
     def _use(self, runner: ModelRunner, letterbox: Letterboxer) -> None:
         self.runner = runner
         self.letterbox = letterbox
-        self.pool = _BufferPool((1, 3, letterbox.height, letterbox.width), pinned=runner.on_gpu)
+        self.pool = _SlabPool(
+            (1, 3, letterbox.height, letterbox.width),
+            runner.max_batch_size,
+            pinned=runner.on_gpu,
+        )
 
     def prepare(self, frame: FramePacket) -> None:
         frame.prepared[self.id] = self.pool.letterboxed(self.letterbox, frame.image)
