@@ -123,12 +123,13 @@ def stack_rows(arrays: list[np.ndarray]) -> np.ndarray:
     first = arrays[0]
     base = first.base
     if isinstance(base, np.ndarray) and base.flags.c_contiguous and first.flags.c_contiguous:
-        start = offset = _address(first) - _address(base)
+        origin = _address(base)
+        start = offset = _address(first) - origin
         rows = 0
         for array in arrays:
             if (
                 array.base is not base
-                or _address(array) - _address(base) != offset
+                or _address(array) - origin != offset
                 or array.dtype != first.dtype
                 or array.shape[1:] != first.shape[1:]
                 or not array.flags.c_contiguous

@@ -10,6 +10,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from edgetier.bench._schema import BenchReport, BenchResult
 
@@ -218,11 +219,7 @@ def render_plots(report: BenchReport, out_dir: Path, stem: str) -> list[Path]:
         ax.set_title(f"{model}: throughput vs concurrency")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        path = out_dir / f"{stem}-throughput.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"{stem}-throughput.png"))
     if opened:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for key, rs in sorted(opened.items()):
@@ -243,11 +240,7 @@ def render_plots(report: BenchReport, out_dir: Path, stem: str) -> list[Path]:
         ax.set_title(f"{model}: latency vs offered rate")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        path = out_dir / f"{stem}-latency.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"{stem}-latency.png"))
     with_energy = [r for r in report.results if r.energy_j_per_inference is not None]
     if with_energy:
         fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -276,12 +269,17 @@ def render_plots(report: BenchReport, out_dir: Path, stem: str) -> list[Path]:
             }
         )
         ax.set_title(f"{model}: energy per inference — {', '.join(sources)}", fontsize=9)
-        path = out_dir / f"{stem}-energy.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"{stem}-energy.png"))
     return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write_outputs(report: BenchReport, base: Path, *, plots: bool = True) -> list[Path]:

@@ -255,6 +255,16 @@ def start_system(
         raise ConfigError(f"system must be one of {SERVER_SYSTEMS}, got {system!r}")
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     env = dict(os.environ)
+    listen = [
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        "--metrics-port",
+        str(metrics_port),
+    ]
     if system == "edgetier":
         repo = write_repository(workdir / "repository", model, name, settings)
         cmd = [
@@ -264,14 +274,7 @@ def start_system(
             "serve",
             "--model-repository",
             str(repo),
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-            "--metrics-port",
-            str(metrics_port),
+            *listen,
             "--log-level",
             "warning",
         ]
@@ -286,14 +289,7 @@ def start_system(
             str(model.resolve()),
             "--name",
             name,
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-            "--metrics-port",
-            str(metrics_port),
+            *listen,
             "--max-batch-size",
             str(settings.max_batch_size),
             "--max-queue-delay-us",

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -122,7 +123,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ServiceProcess:
+class ServiceProcess(ABC):
     """A server binary run for a test on 127.0.0.1: start, wait for its ports, stop or kill;
     restartable on the same ports."""
 
@@ -132,12 +133,13 @@ class ServiceProcess:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
 
+    @abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The service's command line."""
 
+    @abstractmethod
     def ports(self) -> list[int]:
         """TCP ports that accept connections once the service is up."""
-        raise NotImplementedError
 
     def start(self, timeout_s: float | None = None) -> None:
         timeout_s = self.start_timeout_s if timeout_s is None else timeout_s
