@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import queue
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,12 +28,7 @@ from _harness import RESULTS, save
 from edgetier.bench import BenchResult, latency_summary
 from edgetier.bench._meta import make_report
 from edgetier.runtime import ModelRepository, build_demo_repository, load_engine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from edgetier.testing import free_port
 
 
 def _timed(call, n: int) -> list[int]:  # type: ignore[no-untyped-def]
@@ -138,7 +132,7 @@ def main() -> None:
         ModelRepository(repo).model_path("small", 1), ModelRepository(repo).config("small")
     )
     x = np.random.default_rng(0).random((1, 16), dtype=np.float32)
-    port, null_port = _free_port(), _free_port()
+    port, null_port = free_port(), free_port()
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "edgetier"),

@@ -20,7 +20,8 @@ from edgetier.bench._loadgen import RequestSender
 from edgetier.bench._meta import make_report
 from edgetier.bench._sampling import ResourceSampler
 from edgetier.bench._server_bench import measure_server
-from edgetier.bench._systems import RunningSystem, _stop, _wait_ready, free_port
+from edgetier.bench._systems import RunningSystem, _stop, _wait_ready
+from edgetier.testing import free_port
 
 
 async def drive(url: str, models: list[str], args: object, pid: int) -> list:  # type: ignore[type-arg]

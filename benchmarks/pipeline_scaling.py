@@ -33,7 +33,7 @@ from edgetier.pipeline import Pipeline, SceneConfig, SyntheticScene, parse_pipel
 from edgetier.pipeline._decode import pyav_frames
 from edgetier.pipeline._models import ModelRunner, inspect_model, package_models_dir
 from edgetier.pipeline._preprocess import Letterboxer
-from edgetier.pipeline._testing import make_random_detector
+from edgetier.testing import make_random_detector
 
 RESULTS = Path(__file__).parent / "results"
 

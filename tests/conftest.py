@@ -1,8 +1,11 @@
-"""Suite-wide test setup: `gpu` tests skip themselves where no NVIDIA GPU is usable."""
+"""Suite-wide test setup: the shared fixtures of ``edgetier.testing``, and `gpu` tests
+that skip themselves where no NVIDIA GPU is usable."""
 
 from __future__ import annotations
 
 import pytest
+
+pytest_plugins = ["edgetier.testing.fixtures"]
 
 
 def _has_cuda() -> bool:

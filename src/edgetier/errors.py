@@ -24,6 +24,7 @@ __all__ = [
     "QueueFullError",
     "RequestTimeoutError",
     "ShutdownError",
+    "StartupError",
     "UnsupportedError",
 ]
 
@@ -105,6 +106,14 @@ class PayloadTooLargeError(EdgeTierError):
 
 class ShutdownError(EdgeTierError):
     """Raised when a request arrives while the server or batcher is shutting down."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class StartupError(EdgeTierError, RuntimeError):
+    """Raised when a server or service cannot start: a port is taken, the process exited,
+    or it did not listen in time."""
 
     http_status = 503
     grpc_code = "UNAVAILABLE"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from edgetier.cli._app import app
 from edgetier.pipeline._models import package_models_dir
-from edgetier.pipeline._testing import (
+from edgetier.testing import (
     Mosquitto,
     free_port,
     make_random_classifier,

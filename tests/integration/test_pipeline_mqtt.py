@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgetier.pipeline import Outbox, Pipeline, parse_pipeline
-from edgetier.pipeline._testing import Mosquitto
+from edgetier.testing import Mosquitto
 
 pytestmark = [
     pytest.mark.integration,
@@ -151,7 +151,7 @@ async def test_broker_killed_and_restarted_mid_run_loses_nothing(tmp_path: Path)
 
 
 async def test_outbox_survives_a_run_without_broker(tmp_path: Path) -> None:
-    from edgetier.pipeline._testing import free_port
+    from edgetier.testing import free_port
 
     port = free_port()  # nothing listens: every event stays on disk
     cfg = _config(port, tmp_path, seconds=0.5)

@@ -11,7 +11,7 @@ import pytest
 from asyncua import Client, ua
 
 from edgetier.pipeline import Pipeline, parse_pipeline
-from edgetier.pipeline._testing import free_port, make_random_detector
+from edgetier.testing import free_port, make_random_detector
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from edgetier.pipeline import Pipeline, parse_pipeline
-from edgetier.pipeline._testing import RtspRelay, make_random_detector
 from edgetier.pipeline._video_out import Video
+from edgetier.testing import RtspRelay, make_random_detector
 
 RTSP_SERVER = shutil.which("rtsp-server-perl")
 

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_harness import RunningServer, demo_repository, running_server
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from edgetier.testing import RunningServer, demo_repository, running_server
 
 pytestmark = pytest.mark.integration
 

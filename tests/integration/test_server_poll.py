@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from server_harness import demo_repository, running_server
+
+from edgetier.testing import demo_repository, running_server
 
 pytestmark = pytest.mark.integration
 

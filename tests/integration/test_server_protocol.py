@@ -13,9 +13,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
-from server_harness import RunningServer, demo_repository, running_server
 
 from edgetier.runtime import DATATYPES
+from edgetier.testing import RunningServer, demo_repository, running_server
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
-from server_harness import demo_repository, edit_config, running_server
 from tritonclient.utils import InferenceServerException
+
+from edgetier.testing import demo_repository, edit_config, running_server
 
 pytestmark = pytest.mark.integration
 

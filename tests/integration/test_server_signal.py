@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,22 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from server_harness import demo_repository, edit_config
+
+from edgetier.testing import demo_repository, edit_config, free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_sigterm_drains_requests_in_flight(tmp_path: Path) -> None:
     repo = demo_repository(tmp_path / "repo", ("small", "simple"))
     # requests wait 1.5 s in the queue, so they are in flight when SIGTERM comes
     edit_config(repo, "small", dynamic_batching={"max_queue_delay_microseconds": 1_500_000})
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     exe = Path(sys.executable).with_name("edgetier")
     proc = subprocess.Popen(
         [

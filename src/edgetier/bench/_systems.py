@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import yaml
 from edgetier.bench._engine_bench import model_specs
 from edgetier.errors import ConfigError, EdgeTierError, MissingExtraError
 from edgetier.runtime._datatypes import triton_name
+from edgetier.testing import free_port
 
 __all__ = [
     "PEER_INSTALL",
@@ -32,7 +32,6 @@ __all__ = [
     "ServerSettings",
     "check_peer",
     "default_peer_python",
-    "free_port",
     "peer_versions",
     "start_system",
 ]
@@ -78,13 +77,6 @@ class RunningSystem:
                 raise ConfigError(f"{self.name} does not speak gRPC; use http")
             return f"grpc://127.0.0.1:{self.grpc_port}"
         return f"http://127.0.0.1:{self.http_port}"
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def default_peer_python() -> Path:

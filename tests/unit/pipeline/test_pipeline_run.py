@@ -209,7 +209,7 @@ async def test_failing_sources_do_not_stop_the_others(model_dir: Path, tmp_path:
 
 
 def _closed_port() -> int:
-    from edgetier.pipeline._testing import free_port
+    from edgetier.testing import free_port
 
     return free_port()  # nothing listens there once the probe socket is closed
 

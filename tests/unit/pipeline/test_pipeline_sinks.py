@@ -22,8 +22,8 @@ from edgetier.pipeline import FrameMeta, FramePacket, Pipeline, parse_pipeline
 from edgetier.pipeline._config import PrometheusSink, VideoSink, WebhookSink
 from edgetier.pipeline._frame import Event
 from edgetier.pipeline._sinks import Prometheus, SinkContext, Webhook
-from edgetier.pipeline._testing import free_port
 from edgetier.pipeline._video_out import Video
+from edgetier.testing import free_port
 
 SCENE = {"width": 160, "height": 128, "fps": 10, "duration_s": 60, "vehicles": 2}
 

@@ -1,7 +1,10 @@
-"""Helpers for the server integration tests: a demo repository and a live server.
+"""A live inference server for tests: a demo repository and a server on free ports.
 
-The server runs in a thread with its own event loop, so the sync tritonclient clients of
-the tests can call it; every port is picked by the system (port 0).
+The server runs in a thread with its own event loop, so that synchronous clients
+(tritonclient's) can call it from the test::
+
+    with running_server(demo_repository(tmp_path / "repo")) as server:
+        client = InferenceServerClient(server.grpc_url)
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ from typing import Any
 
 import yaml
 
-from edgetier.runtime import build_demo_repository
-from edgetier.server import InferenceServer, ServerSettings
+from edgetier.errors import StartupError
+
+__all__ = ["DEMO", "RunningServer", "demo_repository", "edit_config", "running_server"]
 
 DEMO = ("simple", "small", "identity")
+"""The demo models the server tests use by default (the cheap ones)."""
+
+START_TIMEOUT_S = 60.0
 _CACHE: dict[str, Path] = {}
 
 
 def demo_repository(base: Path, models: tuple[str, ...] = DEMO) -> Path:
     """A fresh copy of the demo models under ``base`` (built once per test session)."""
+    from edgetier.runtime import build_demo_repository
+
     key = ",".join(models)
     if key not in _CACHE:
         built = base.parent / f"demo-{len(_CACHE)}"
@@ -37,7 +46,7 @@ def demo_repository(base: Path, models: tuple[str, ...] = DEMO) -> Path:
 def edit_config(repo: Path, model: str, **fields: Any) -> None:
     """Change fields of a model's config.yaml."""
     path = repo / model / "config.yaml"
-    data = yaml.safe_load(path.read_text())
+    data = yaml.safe_load(path.read_text()) if path.is_file() else {}
     data.update(fields)
     path.write_text(yaml.safe_dump(data))
 
@@ -45,7 +54,7 @@ def edit_config(repo: Path, model: str, **fields: Any) -> None:
 class RunningServer:
     """An InferenceServer running in a background thread."""
 
-    def __init__(self, server: InferenceServer, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, server: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.server = server
         self.loop = loop
 
@@ -67,8 +76,16 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(repo: Path, **settings: Any) -> Iterator[RunningServer]:
-    """Start a server on ``repo`` (ports 0) and stop it at the end."""
+def running_server(
+    repo: Path, *, start_timeout_s: float = START_TIMEOUT_S, **settings: Any
+) -> Iterator[RunningServer]:
+    """Start a server on ``repo`` (ports 0 unless given) and stop it at the end.
+
+    Raises StartupError, with the reason, when the server fails to start (a port in use,
+    a bad setting) or is not serving within ``start_timeout_s``.
+    """
+    from edgetier.server import InferenceServer, ServerSettings
+
     options: dict[str, Any] = {"http_port": 0, "grpc_port": 0, "metrics_port": 0}
     options.update(settings)
     server = InferenceServer(ServerSettings(model_repository=repo, **options))
@@ -92,10 +109,13 @@ def running_server(repo: Path, **settings: Any) -> Iterator[RunningServer]:
 
     thread = threading.Thread(target=main, name="edgetier-test-server", daemon=True)
     thread.start()
-    started.wait(60)
+    if not started.wait(start_timeout_s):
+        raise StartupError(f"the server on {repo} did not start within {start_timeout_s} s")
     if failure:
         thread.join(10)
-        raise failure[0]
+        exc = failure[0]
+        reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        raise StartupError(f"the server on {repo} failed to start: {reason}") from exc
     running = RunningServer(server, holder[0])
     try:
         yield running

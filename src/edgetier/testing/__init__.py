@@ -1,0 +1,73 @@
+"""Test helpers: free ports, services started for a test, a live server, small models.
+
+Tests and benchmarks take their ports, brokers and servers from here, and a suite gets
+the pytest fixtures (``mosquitto``, ``rtsp_relay``, ``demo_repo``, ``server``,
+``model_dir``) with ``pytest_plugins = ["edgetier.testing.fixtures"]``::
+
+    with Mosquitto() as broker, running_server(demo_repository(tmp / "repo")) as server:
+        ...
+
+Names are imported on first use, so ``free_port`` costs no more than the socket module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgetier.testing._models import make_random_classifier, make_random_detector
+    from edgetier.testing._ports import free_port, free_udp_range, wait_for_port
+    from edgetier.testing._server import (
+        DEMO,
+        RunningServer,
+        demo_repository,
+        edit_config,
+        running_server,
+    )
+    from edgetier.testing._services import Mosquitto, RtspRelay, ServiceProcess
+
+__all__ = [
+    "DEMO",
+    "Mosquitto",
+    "RtspRelay",
+    "RunningServer",
+    "ServiceProcess",
+    "demo_repository",
+    "edit_config",
+    "free_port",
+    "free_udp_range",
+    "make_random_classifier",
+    "make_random_detector",
+    "running_server",
+    "wait_for_port",
+]
+
+_WHERE = {
+    "free_port": "_ports",
+    "free_udp_range": "_ports",
+    "wait_for_port": "_ports",
+    "Mosquitto": "_services",
+    "RtspRelay": "_services",
+    "ServiceProcess": "_services",
+    "DEMO": "_server",
+    "RunningServer": "_server",
+    "demo_repository": "_server",
+    "edit_config": "_server",
+    "running_server": "_server",
+    "make_random_classifier": "_models",
+    "make_random_detector": "_models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgetier.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"edgetier.testing.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

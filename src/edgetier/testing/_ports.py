@@ -1,0 +1,70 @@
+"""Free ports on 127.0.0.1 and waiting for a listener: the one place tests and benchmarks
+get their ports from.
+
+    port = free_port()
+    wait_for_port(port, timeout_s=10)
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from collections.abc import Callable
+
+__all__ = ["free_port", "free_udp_range", "wait_for_port"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the system picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_udp_range(count: int) -> int:
+    """A base port such that base .. base+count-1 are free UDP ports on 127.0.0.1."""
+    for _ in range(100):
+        base = random.randrange(20_000, 60_000, 2)
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free UDP ports")
+
+
+def wait_for_port(
+    port: int,
+    *,
+    timeout_s: float,
+    host: str = "127.0.0.1",
+    alive: Callable[[], str | None] | None = None,
+) -> None:
+    """Wait until something accepts TCP connections on ``port``.
+
+    ``alive`` returns None while the process behind the port still runs, or a reason when
+    it has died; waiting then stops at once with that reason. Raises TimeoutError naming
+    the port and the time waited.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            reason = alive() if alive is not None else None
+            if reason is not None:
+                raise RuntimeError(reason) from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"nothing listened on {host}:{port} within {timeout_s} s"
+                ) from None
+            time.sleep(0.05)
