@@ -29,10 +29,11 @@ import numpy as np
 
 from edgetier.bench import BenchResult, latency_summary, merge_repeats
 from edgetier.bench._meta import make_report, model_info
-from edgetier.pipeline import Pipeline, SceneConfig, SyntheticScene, parse_pipeline, write_video
+from edgetier.pipeline import Pipeline, parse_pipeline
 from edgetier.pipeline._decode import pyav_frames
 from edgetier.pipeline._models import ModelRunner, inspect_model, package_models_dir
 from edgetier.pipeline._preprocess import Letterboxer
+from edgetier.synthetic import SceneConfig, SyntheticScene, write_video
 from edgetier.testing import make_random_detector
 
 RESULTS = Path(__file__).parent / "results"

@@ -21,9 +21,12 @@ __all__ = [
     "ModelNotReadyError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PipelineError",
     "QueueFullError",
     "RequestTimeoutError",
     "ShutdownError",
+    "SourceError",
+    "StageError",
     "StartupError",
     "UnsupportedError",
 ]
@@ -109,6 +112,19 @@ class ShutdownError(EdgeTierError):
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
+
+
+class PipelineError(EdgeTierError):
+    """Raised when a running pipeline meets a problem of its own (not of its config)."""
+
+
+class SourceError(PipelineError):
+    """Raised when a source gives up: a file that cannot be read, reconnects exhausted."""
+
+
+class StageError(PipelineError):
+    """Raised when a stage fails on a frame: user code returning the wrong type, a model
+    whose outputs do not have the layout the stage expects."""
 
 
 class StartupError(EdgeTierError, RuntimeError):

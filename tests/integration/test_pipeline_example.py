@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from edgetier.cli._app import app
-from edgetier.pipeline._models import package_models_dir
+from edgetier.pipeline import package_models_dir
 from edgetier.testing import (
     Mosquitto,
     free_port,

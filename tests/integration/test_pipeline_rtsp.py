@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from edgetier.pipeline import Pipeline, parse_pipeline
-from edgetier.pipeline._video_out import Video
+from edgetier.pipeline.sinks._video import Video
 from edgetier.testing import RtspRelay, make_random_detector
 
 RTSP_SERVER = shutil.which("rtsp-server-perl")

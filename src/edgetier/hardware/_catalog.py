@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from edgetier.errors import ConfigError, NotFoundError
+from edgetier.config import ConfigModel, load_file, validate
+from edgetier.errors import NotFoundError
 from edgetier.hardware._cpu import SimdLevel, flops_per_cycle
 
 __all__ = ["Catalog", "CpuSpec", "DeviceProfile", "PowerMode", "get_profile", "load_catalog"]
 
-CATALOG_SCHEMA = "edgetier.hardware.catalog/1"
 
-
-class _Strict(BaseModel):
+class _Strict(ConfigModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -138,25 +137,18 @@ class Catalog(_Strict):
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
-    """Read and validate a catalog file (the packaged one by default)."""
+    """Read and validate a catalog file (the packaged one by default); every error at once."""
     if path is None:
         return _packaged()
-    return _parse(Path(path).read_text(encoding="utf-8"), str(path))
+    return load_file(Path(path), Catalog, what="hardware catalog")
 
 
 @cache
 def _packaged() -> Catalog:
     text = resources.files("edgetier.hardware").joinpath("catalog.yaml").read_text("utf-8")
-    return _parse(text, "edgetier/hardware/catalog.yaml")
-
-
-def _parse(text: str, origin: str) -> Catalog:
-    try:
-        return Catalog.model_validate(yaml.safe_load(text))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{origin}: {where}: {first['msg']}") from exc
+    return validate(
+        Catalog, yaml.safe_load(text), source="edgetier/hardware/catalog.yaml", what="catalog"
+    )
 
 
 def get_profile(profile_id: str) -> DeviceProfile:

@@ -1,8 +1,10 @@
-"""The pipeline file: pydantic models for sources, stages, sinks and per-stream settings.
+"""The pipeline file: the base configs of sources, stages and sinks, their registries,
+the built-in source and stage configs, and the file itself.
 
-Every model forbids unknown fields; :func:`load_pipeline` turns validation errors into one
-:class:`~edgetier.errors.ConfigError` whose lines name the file, the field path and what
-is allowed.
+Every model forbids unknown fields. The lists ``sources``, ``stages`` and ``sinks`` are
+tagged unions (by ``kind``) built from the registries of :mod:`._registry`, so a kind
+registered later is accepted at once. :func:`load_pipeline` reports every error of a file
+at once, each line naming the file, the field path, the value and the limit.
 """
 
 from __future__ import annotations
@@ -10,17 +12,42 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from edgetier.errors import ConfigError
+from edgetier.config import ConfigModel, FieldError, load_file, validate
+from edgetier.pipeline._registry import Registry
+from edgetier.synthetic._config import SceneConfig
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+if TYPE_CHECKING:
+    from edgetier.pipeline._sources import Source
+    from edgetier.pipeline._stages import Stage
+    from edgetier.pipeline.sinks import Sink
+
+__all__ = [
+    "EVENT_KINDS",
+    "ModelStageConfig",
+    "PipelineConfig",
+    "ReconnectConfig",
+    "SinkConfig",
+    "SourceConfig",
+    "StageConfig",
+    "load_pipeline",
+    "parse_pipeline",
+    "register_sink",
+    "register_source",
+    "register_stage",
+]
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+DECODERS = Literal["auto", "software", "nvdec", "jetson"]
+SOURCES: Registry[Source] = Registry("source")
+STAGES: Registry[Stage] = Registry("stage")
+SINKS: Registry[Sink] = Registry("sink")
 
 
-class _Model(BaseModel):
+class _Model(ConfigModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -33,8 +60,14 @@ class ReconnectConfig(_Model):
     max_attempts: int = Field(default=0, ge=0, description="0 = retry for ever")
 
 
-class _SourceBase(_Model):
-    id: str = Field(pattern=_ID)
+# -- the three bases -------------------------------------------------------------------
+
+
+class SourceConfig(_Model):
+    """Base of every source entry; a subclass adds ``kind: Literal[...]`` and its fields."""
+
+    kind: str
+    id: str = Field(pattern=ID_PATTERN)
     fps_cap: float | None = Field(None, gt=0, description="at most this many frames per second")
     backpressure: Literal["drop_oldest", "wait"] | None = Field(
         None, description="None = drop_oldest for live sources, wait for files"
@@ -44,6 +77,7 @@ class _SourceBase(_Model):
 
     @property
     def live(self) -> bool:
+        """A camera or network stream (frames come whether or not the pipeline keeps up)."""
         return False
 
     def policy(self) -> Literal["drop_oldest", "wait"]:
@@ -51,75 +85,27 @@ class _SourceBase(_Model):
             return self.backpressure
         return "drop_oldest" if self.live else "wait"
 
-
-class FileSource(_SourceBase):
-    kind: Literal["file"]
-    path: str
-    loop: bool = False
-    decoder: Literal["auto", "software", "nvdec", "jetson"] = "auto"
+    def problems(self, base_dir: Path) -> list[str]:
+        """What makes this source unusable, found without opening it (a missing file)."""
+        return []
 
 
-class StreamSource(_SourceBase):
-    """RTSP or HTTP(S) stream read through FFmpeg."""
+class StageConfig(_Model):
+    """Base of every stage entry; a subclass adds ``kind: Literal[...]`` and its fields."""
 
-    kind: Literal["rtsp", "http"]
-    url: str
-    decoder: Literal["auto", "software", "nvdec", "jetson"] = "auto"
-    rtsp_transport: Literal["tcp", "udp"] = "tcp"
-    open_timeout_s: float = Field(10.0, gt=0)
-    reconnect: ReconnectConfig = Field(default_factory=lambda: ReconnectConfig())
+    kind: str
+    id: str = Field(pattern=ID_PATTERN)
+    produces_detections: ClassVar[bool] = False
+    """True when the stage sets ``frame.detections`` (then ``detections`` events exist)."""
 
-    @property
-    def live(self) -> bool:
-        return True
+    def requires(self) -> tuple[str, ...]:
+        """Kinds of stage that must come before this one (a tracker needs a detector)."""
+        return ()
 
 
-class V4L2Source(_SourceBase):
-    kind: Literal["v4l2"]
-    device: str = "/dev/video0"
-    width: int | None = Field(None, ge=1)
-    height: int | None = Field(None, ge=1)
-    fps: float | None = Field(None, gt=0)
-    reconnect: ReconnectConfig = Field(default_factory=lambda: ReconnectConfig())
+class ModelStageConfig(StageConfig):
+    """A stage that runs an ONNX model through an engine and a shared batcher."""
 
-    @property
-    def live(self) -> bool:
-        return True
-
-
-class ImageFolderSource(_SourceBase):
-    kind: Literal["images"]
-    path: str
-    pattern: str = "*.jpg"
-    fps: float = Field(10.0, gt=0, description="timestamps advance by 1/fps per image")
-    loop: bool = False
-
-
-class SyntheticSource(_SourceBase):
-    """Synthetic road scenes with exact ground truth; `count` streams with seeds seed..seed+n-1."""
-
-    kind: Literal["synthetic"]
-    count: int = Field(1, ge=1, le=256)
-    seed: int = 0
-    realtime: bool = Field(False, description="pace frames at the scene's fps, like a camera")
-    scene: dict[str, Any] = Field(default_factory=dict, description="fields of SceneConfig")
-
-    @property
-    def live(self) -> bool:
-        return self.realtime
-
-
-SourceConfig = Annotated[
-    FileSource | StreamSource | V4L2Source | ImageFolderSource | SyntheticSource,
-    Field(discriminator="kind"),
-]
-
-
-class _StageBase(_Model):
-    id: str = Field(pattern=_ID)
-
-
-class _ModelStage(_StageBase):
     model: str = Field(
         description="path to an ONNX file, relative to the pipeline file, or "
         "package://NAME for a model shipped with EdgeTier"
@@ -133,84 +119,6 @@ class _ModelStage(_StageBase):
     intra_op_threads: int = Field(0, ge=0)
 
 
-class DetectorStage(_ModelStage):
-    kind: Literal["detector"]
-    confidence: float = Field(0.25, ge=0, le=1)
-    iou_threshold: float = Field(0.5, gt=0, le=1)
-    classes: list[str] | None = Field(None, description="keep only these class names")
-    max_detections: int = Field(300, ge=1)
-
-
-class ClassifierStage(_ModelStage):
-    """Whole-frame classifier: the label goes into the frame's labels and an event."""
-
-    kind: Literal["classifier"]
-    field: str = "label"
-    min_score: float = Field(0.0, ge=0, le=1)
-    emit_every: int = Field(1, ge=1, description="emit a classification event every N frames")
-
-
-class CascadeStage(_ModelStage):
-    """Model B on the crops of model A's detections, batched across frames and streams."""
-
-    kind: Literal["cascade"]
-    on_classes: list[str] = Field(min_length=1)
-    field: str = Field("label", pattern=r"^[a-z][a-z0-9_]*$")
-    min_box_px: int = Field(4, ge=1)
-    padding: float = Field(0.0, ge=0, le=1)
-
-
-class TrackerStage(_StageBase):
-    kind: Literal["tracker"]
-    lost_track_buffer: int = Field(30, ge=1)
-    frame_rate: float = Field(30.0, gt=0)
-    track_activation_threshold: float = Field(0.25, ge=0, le=1)
-    minimum_consecutive_frames: int = Field(1, ge=1)
-    minimum_iou_threshold: float = Field(0.1, ge=0, le=1)
-    high_conf_det_threshold: float = Field(0.5, ge=0, le=1)
-
-
-Point = tuple[float, float]
-
-
-class LineConfig(_Model):
-    id: str = Field(pattern=_ID)
-    start: Point
-    end: Point
-    classes: list[str] | None = None
-    anchor: Literal["center", "bottom_center"] = "center"
-
-
-class ZoneConfig(_Model):
-    id: str = Field(pattern=_ID)
-    polygon: list[Point] = Field(min_length=3)
-    classes: list[str] | None = None
-    anchor: Literal["center", "bottom_center"] = "bottom_center"
-
-
-class AnalyticsStage(_StageBase):
-    kind: Literal["analytics"]
-    lines: list[LineConfig] = []
-    zones: list[ZoneConfig] = []
-    pixels_per_metre: float | None = Field(None, gt=0, description="enables speed estimates")
-    speed_window_s: float = Field(0.5, gt=0)
-    summary_interval_s: float = Field(1.0, gt=0, description="a `counts` event per stream")
-
-
-class PythonStage(_StageBase):
-    """User code: `module:function` or `module:Class` (see docs/pipelines.md)."""
-
-    kind: Literal["python"]
-    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    params: dict[str, Any] = {}
-    ordered: bool = Field(True, description="frames of a stream arrive in order")
-
-
-StageConfig = Annotated[
-    DetectorStage | ClassifierStage | CascadeStage | TrackerStage | AnalyticsStage | PythonStage,
-    Field(discriminator="kind"),
-]
-
 EventKind = Literal[
     "line_crossing",
     "zone_enter",
@@ -223,96 +131,206 @@ EventKind = Literal[
     "stage_error",
     "custom",
 ]
+EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 
 
-class _SinkBase(_Model):
-    id: str | None = Field(None, pattern=_ID)
-    kinds: list[EventKind] | None = Field(None, description="None = every kind but detections")
+class SinkConfig(_Model):
+    """Base of every sink entry; a subclass adds ``kind: Literal[...]`` and its fields."""
+
+    kind: str
+    id: str | None = Field(None, pattern=ID_PATTERN)
+    kinds: list[EventKind] | None = Field(None, description="None = every kind of event")
 
 
-class MqttSink(_SinkBase):
-    kind: Literal["mqtt"]
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    client_id: str | None = None
-    username: str | None = None
-    password: str | None = None
-    keepalive_s: int = Field(30, ge=5)
-    outbox: str | None = Field(None, description="SQLite file; default var/pipelines/NAME/")
-    drain_timeout_s: float = Field(5.0, ge=0)
+# -- built-in sources --------------------------------------------------------------------
 
 
-class OpcUaSink(_SinkBase):
-    kind: Literal["opcua"]
-    endpoint: str = "opc.tcp://127.0.0.1:4840/edgetier/"
-    namespace: str = "urn:edgetier:pipeline"
+class FileSource(SourceConfig):
+    """A video file (any container FFmpeg reads)."""
 
-
-class WebhookSink(_SinkBase):
-    kind: Literal["webhook"]
-    url: str = Field(pattern=r"^https?://")
-    timeout_s: float = Field(5.0, gt=0)
-    max_attempts: int = Field(5, ge=1)
-    initial_backoff_s: float = Field(0.5, gt=0)
-    max_backoff_s: float = Field(10.0, gt=0)
-    max_pending: int = Field(10_000, ge=1)
-    headers: dict[str, str] = {}
-
-
-class JsonlSink(_SinkBase):
-    kind: Literal["jsonl"]
+    kind: Literal["file"]
     path: str
+    loop: bool = False
+    decoder: DECODERS = "auto"
+
+    def problems(self, base_dir: Path) -> list[str]:
+        path = resolve_path(self.path, base_dir)
+        return [] if path.is_file() else [f"path: {path} does not exist"]
 
 
-class VideoSink(_SinkBase):
-    """Annotated video per stream, to a file (`path`) or published to an RTSP server (`url`)."""
+class StreamSource(SourceConfig):
+    """RTSP or HTTP(S) stream read through FFmpeg."""
 
-    kind: Literal["video"]
-    path: str | None = Field(None, description="may hold {stream}, e.g. out/{stream}.mp4")
-    url: str | None = Field(
-        None,
-        pattern=r"^rtsps?://",
-        description="RTSP server to publish to (ANNOUNCE/RECORD); may hold {stream}",
-    )
-    codec: str = Field("auto", description="auto = libx264 where FFmpeg has it, else mpeg4")
-    fps: float = Field(25.0, gt=0)
+    kind: Literal["rtsp", "http"]
+    url: str
+    decoder: DECODERS = "auto"
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
-    open_timeout_s: float = Field(5.0, gt=0, description="connecting to the RTSP server")
-    queue_size: int = Field(
-        8, ge=1, le=1024, description="frames waiting for the encoder, per stream"
-    )
+    open_timeout_s: float = Field(10.0, gt=0)
     reconnect: ReconnectConfig = Field(default_factory=lambda: ReconnectConfig())
 
-    @model_validator(mode="after")
-    def _one_target(self) -> VideoSink:
-        if (self.path is None) == (self.url is None):
-            given = "both" if self.path is not None else "neither"
-            raise ValueError(f"a video sink needs exactly one of path and url, got {given}")
-        return self
+    @property
+    def live(self) -> bool:
+        return True
 
 
-class PrometheusSink(_SinkBase):
-    kind: Literal["prometheus"]
-    host: str = "127.0.0.1"
-    port: int = Field(9108, ge=0, le=65535)
+class V4L2Source(SourceConfig):
+    """A camera through Video4Linux2."""
+
+    kind: Literal["v4l2"]
+    device: str = "/dev/video0"
+    width: int | None = Field(None, ge=1)
+    height: int | None = Field(None, ge=1)
+    fps: float | None = Field(None, gt=0)
+    reconnect: ReconnectConfig = Field(default_factory=lambda: ReconnectConfig())
+
+    @property
+    def live(self) -> bool:
+        return True
 
 
-SinkConfig = Annotated[
-    MqttSink | OpcUaSink | WebhookSink | JsonlSink | VideoSink | PrometheusSink,
-    Field(discriminator="kind"),
-]
+class ImageFolderSource(SourceConfig):
+    """The images of a folder, in name order."""
+
+    kind: Literal["images"]
+    path: str
+    pattern: str = "*.jpg"
+    fps: float = Field(10.0, gt=0, description="timestamps advance by 1/fps per image")
+    loop: bool = False
+
+    def problems(self, base_dir: Path) -> list[str]:
+        folder = resolve_path(self.path, base_dir)
+        if not folder.is_dir():
+            return [f"path: {folder} is not a folder"]
+        if not any(folder.glob(self.pattern)):
+            return [f"pattern: no file matches {self.pattern!r} in {folder}"]
+        return []
+
+
+class SyntheticSource(SourceConfig):
+    """Synthetic road scenes with exact ground truth; `count` streams with seeds seed..seed+n-1."""
+
+    kind: Literal["synthetic"]
+    count: int = Field(1, ge=1, le=256)
+    seed: int = Field(0, ge=0)
+    realtime: bool = Field(False, description="pace frames at the scene's fps, like a camera")
+    scene: SceneConfig = Field(
+        default_factory=lambda: SceneConfig(), description="width, height, fps, duration_s, ..."
+    )
+
+    @property
+    def live(self) -> bool:
+        return self.realtime
+
+
+# -- built-in stages ---------------------------------------------------------------------
+
+
+class DetectorStage(ModelStageConfig):
+    """A YOLO-family detector on the whole letterboxed frame."""
+
+    kind: Literal["detector"]
+    produces_detections: ClassVar[bool] = True
+    confidence: float = Field(0.25, ge=0, le=1)
+    iou_threshold: float = Field(0.5, gt=0, le=1)
+    classes: list[str] | None = Field(None, description="keep only these class names")
+    max_detections: int = Field(300, ge=1)
+
+
+class ClassifierStage(ModelStageConfig):
+    """Whole-frame classifier: the label goes into the frame's labels and an event."""
+
+    kind: Literal["classifier"]
+    field: str = "label"
+    min_score: float = Field(0.0, ge=0, le=1)
+    emit_every: int = Field(1, ge=1, description="emit a classification event every N frames")
+
+
+class CascadeStage(ModelStageConfig):
+    """Model B on the crops of model A's detections, batched across frames and streams."""
+
+    kind: Literal["cascade"]
+    on_classes: list[str] = Field(min_length=1)
+    field: str = Field("label", pattern=r"^[a-z][a-z0-9_]*$")
+    min_box_px: int = Field(4, ge=1)
+    padding: float = Field(0.0, ge=0, le=1)
+
+    def requires(self) -> tuple[str, ...]:
+        return ("detector",)
+
+
+class TrackerStage(StageConfig):
+    """ByteTrack, one tracker per stream."""
+
+    kind: Literal["tracker"]
+    lost_track_buffer: int = Field(30, ge=1)
+    frame_rate: float = Field(30.0, gt=0)
+    track_activation_threshold: float = Field(0.25, ge=0, le=1)
+    minimum_consecutive_frames: int = Field(1, ge=1)
+    minimum_iou_threshold: float = Field(0.1, ge=0, le=1)
+    high_conf_det_threshold: float = Field(0.5, ge=0, le=1)
+
+    def requires(self) -> tuple[str, ...]:
+        return ("detector",)
+
+
+Point = tuple[float, float]
+
+
+class LineConfig(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    start: Point
+    end: Point
+    classes: list[str] | None = None
+    anchor: Literal["center", "bottom_center"] = "center"
+
+
+class ZoneConfig(_Model):
+    id: str = Field(pattern=ID_PATTERN)
+    polygon: list[Point] = Field(min_length=3)
+    classes: list[str] | None = None
+    anchor: Literal["center", "bottom_center"] = "bottom_center"
+
+
+class AnalyticsStage(StageConfig):
+    """Line crossings, zones with dwell, speed, and a periodic ``counts`` summary."""
+
+    kind: Literal["analytics"]
+    lines: list[LineConfig] = Field(default_factory=list)
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    pixels_per_metre: float | None = Field(None, gt=0, description="enables speed estimates")
+    speed_window_s: float = Field(0.5, gt=0)
+    summary_interval_s: float = Field(1.0, gt=0, description="a `counts` event per stream")
+
+    def requires(self) -> tuple[str, ...]:
+        return ("tracker",) if self.lines or self.zones or self.pixels_per_metre else ()
+
+
+class PythonStage(StageConfig):
+    """User code: `module:function` or `module:Class` (see docs/pipelines.md)."""
+
+    kind: Literal["python"]
+    produces_detections: ClassVar[bool] = True
+    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    ordered: bool = Field(True, description="frames of a stream arrive in order")
+
+
+# -- the file ------------------------------------------------------------------------
 
 
 class PipelineConfig(_Model):
     """The whole pipeline file."""
 
+    # built on first use: every kind registered by then is part of the unions
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
     version: Literal[1] = 1
-    name: str = Field(pattern=_ID)
-    node: str | None = Field(None, pattern=_ID, description="default: the host name")
+    name: str = Field(pattern=ID_PATTERN)
+    node: str | None = Field(None, pattern=ID_PATTERN, description="default: the host name")
     max_in_flight: int = Field(4, ge=1, le=64, description="frames per stream in the stages")
-    sources: list[SourceConfig] = Field(min_length=1)
-    stages: list[StageConfig] = []
-    sinks: list[SinkConfig] = []
+    sources: list[Annotated[SourceConfig, SOURCES.union()]] = Field(min_length=1)
+    stages: list[Annotated[StageConfig, STAGES.union()]] = Field(default_factory=list)
+    sinks: list[Annotated[SinkConfig, SINKS.union()]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_references(self) -> PipelineConfig:
@@ -321,18 +339,12 @@ class PipelineConfig(_Model):
         _unique("sinks", [s.id for s in self.sinks if s.id is not None])
         kinds = [s.kind for s in self.stages]
         for i, stage in enumerate(self.stages):
-            if stage.kind == "cascade" and "detector" not in kinds[:i]:
-                raise ValueError(f"stages[{i}] ({stage.id}): a cascade needs a detector before it")
-            if stage.kind == "tracker" and "detector" not in kinds[:i]:
-                raise ValueError(f"stages[{i}] ({stage.id}): a tracker needs a detector before it")
-            if (
-                stage.kind == "analytics"
-                and (stage.lines or stage.zones or stage.pixels_per_metre)
-                and "tracker" not in kinds[:i]
-            ):
-                raise ValueError(
-                    f"stages[{i}] ({stage.id}): lines, zones and speed need a tracker before it"
-                )
+            for needed in stage.requires():
+                if needed not in kinds[:i]:
+                    raise FieldError(
+                        f"stages[{i}]",
+                        f"stage {stage.id!r} ({stage.kind}) needs a {needed} stage before it",
+                    )
         return self
 
     def node_name(self) -> str:
@@ -340,131 +352,88 @@ class PipelineConfig(_Model):
             return self.node
         return re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64] or "node"
 
+    def problems(self, base_dir: Path) -> list[str]:
+        """What the file cannot know by itself: sources whose files are missing."""
+        return [
+            f"sources[{i}].{problem}"
+            for i, source in enumerate(self.sources)
+            for problem in source.problems(base_dir)
+        ]
+
+
+def register_source(
+    config: type[SourceConfig], implementation: type[Source] | str, *, extra: str | None = None
+) -> None:
+    """Make ``kind: <config's kind>`` a source of pipeline files.
+
+    ``implementation`` is the :class:`~edgetier.pipeline.Source` subclass, or
+    ``"module:Class"`` to import it on first use; ``extra`` names the optional dependency
+    group to install when that import fails.
+    """
+    SOURCES.register(config, implementation, extra=extra)
+
+
+def register_stage(
+    config: type[StageConfig], implementation: type[Stage] | str, *, extra: str | None = None
+) -> None:
+    """Make ``kind: <config's kind>`` a stage of pipeline files (see register_source).
+
+    A config deriving ``ModelStageConfig`` gets its model loaded, and the stage is built
+    as ``implementation(config, runner)``; any other as ``implementation(config)``.
+    """
+    STAGES.register(config, implementation, extra=extra)
+
+
+def register_sink(
+    config: type[SinkConfig], implementation: type[Sink] | str, *, extra: str | None = None
+) -> None:
+    """Make ``kind: <config's kind>`` a sink of pipeline files (see register_source)."""
+    SINKS.register(config, implementation, extra=extra)
+
+
+def _rebuild() -> None:
+    if PipelineConfig.__pydantic_complete__:  # built already: take the new kind in
+        PipelineConfig.model_rebuild(force=True)
+
+
+for _registry in (SOURCES, STAGES, SINKS):
+    _registry.on_change(_rebuild)
+
 
 def _unique(where: str, ids: list[str]) -> None:
     seen: set[str] = set()
-    for value in ids:
+    for i, value in enumerate(ids):
         if value in seen:
-            raise ValueError(f"{where}: id {value!r} is used twice; ids must be unique")
+            raise FieldError(f"{where}[{i}].id", f"{value!r} is used twice; ids must be unique")
         seen.add(value)
 
 
-_TAGS = {
-    "file",
-    "rtsp",
-    "http",
-    "v4l2",
-    "images",
-    "synthetic",
-    "detector",
-    "classifier",
-    "cascade",
-    "tracker",
-    "analytics",
-    "python",
-    "mqtt",
-    "opcua",
-    "webhook",
-    "jsonl",
-    "video",
-    "prometheus",
-    "function-after[_check_references()]",
-    "function-after[_one_target()]",
-}
-
-
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif i > 0 and isinstance(loc[i - 1], int) and part in _TAGS:
-            continue  # the discriminator tag pydantic inserts after a list index
-        elif part in _TAGS:
-            continue
-        else:
-            out += f".{part}" if out else part
-    return out or "(top level)"
-
-
-def _allowed_fields(loc: tuple[int | str, ...]) -> list[str] | None:
-    """Field names allowed at the parent of `loc` (for 'extra field' errors)."""
-    model: Any = PipelineConfig
-    kinds: dict[str, Any] = {}
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        if part in kinds:
-            model = kinds[part]
-            kinds = {}
-            continue
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if field is None:
-            return None
-        kinds = _models_in(field.annotation)
-        if len(kinds) == 1:
-            model = next(iter(kinds.values()))
-            kinds = {}
-    return sorted(model.model_fields) if hasattr(model, "model_fields") else None
-
-
-def _models_in(annotation: Any) -> dict[str, Any]:
-    """The pydantic models inside an annotation, keyed by their `kind` tag(s) or class name."""
-    found: dict[str, Any] = {}
-    stack = [annotation]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, type) and issubclass(item, BaseModel):
-            kind = item.model_fields.get("kind")
-            tags = get_args(kind.annotation) if kind is not None else (item.__name__,)
-            for tag in tags:
-                found[str(tag)] = item
-        else:
-            stack.extend(get_args(item))
-    return found
-
-
-def format_errors(source: str, error: ValidationError) -> str:
-    lines = [f"{source}: the pipeline file is invalid ({error.error_count()} error(s))"]
-    for err in error.errors(include_url=False):
-        loc = tuple(err["loc"])
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_fields(loc)
-            msg = f"unknown field {loc[-1]!r}"
-            if allowed:
-                msg += f"; allowed: {', '.join(allowed)}"
-        elif err["type"] == "missing":
-            msg = "field required"
-        elif "input" in err and err["type"] not in ("union_tag_invalid", "value_error"):
-            msg += f" (got {err['input']!r})"
-        if err["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
-        lines.append(f"  {source}: {_field_path(loc)}: {msg}")
-    return "\n".join(lines)
+def resolve_path(path: str, base_dir: Path) -> Path:
+    """A path of the pipeline file: relative ones are relative to the file's folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base_dir / p
 
 
 def parse_pipeline(data: Any, *, source: str = "<pipeline>") -> PipelineConfig:
     """Validate already-parsed YAML/JSON; raises ConfigError naming `source` and the field."""
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{source}: the pipeline file must be a mapping, got {type(data).__name__}"
-        )
-    try:
-        return PipelineConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(source, exc)) from None
+    return validate(PipelineConfig, data, source=source, what="pipeline file")
 
 
 def load_pipeline(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline YAML file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the pipeline file: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_pipeline(data, source=str(path))
+    """Read and validate a pipeline YAML file (every error at once)."""
+    return load_file(Path(path), PipelineConfig, what="pipeline file")
+
+
+_SOURCES = "edgetier.pipeline._sources"
+_STAGES = "edgetier.pipeline._stages"
+register_source(FileSource, f"{_SOURCES}:FileFrames", extra="video")
+register_source(StreamSource, f"{_SOURCES}:StreamFrames", extra="video")
+register_source(V4L2Source, f"{_SOURCES}:V4L2Frames", extra="video")
+register_source(ImageFolderSource, f"{_SOURCES}:ImageFolderFrames", extra="video")
+register_source(SyntheticSource, f"{_SOURCES}:SyntheticFrames", extra="video")
+register_stage(DetectorStage, f"{_STAGES}:Detector", extra="video")
+register_stage(ClassifierStage, f"{_STAGES}:Classifier", extra="video")
+register_stage(CascadeStage, f"{_STAGES}:Cascade", extra="video")
+register_stage(TrackerStage, f"{_STAGES}:Tracker", extra="video")
+register_stage(AnalyticsStage, f"{_STAGES}:Analytics", extra="video")
+register_stage(PythonStage, f"{_STAGES}:PythonCode", extra="video")

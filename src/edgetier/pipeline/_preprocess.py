@@ -36,9 +36,17 @@ class LetterboxInfo:
         out[:, [0, 2]] -= self.pad_x
         out[:, [1, 3]] -= self.pad_y
         out /= self.scale
-        np.clip(out[:, [0, 2]], 0, width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, height, out=out[:, [1, 3]])
+        clip_boxes(out, width, height)
         return out
+
+
+def clip_boxes(xyxy: np.ndarray, width: float, height: float) -> None:
+    """Clip [N, 4] xyxy boxes to the frame, in place (x to [0, width], y to [0, height]).
+
+    Strided views, not index lists: ``out=xyxy[:, [0, 2]]`` would write to a copy.
+    """
+    np.clip(xyxy[:, 0::2], 0, width, out=xyxy[:, 0::2])
+    np.clip(xyxy[:, 1::2], 0, height, out=xyxy[:, 1::2])
 
 
 class Letterboxer:

@@ -24,18 +24,16 @@ import numpy as np
 
 from edgetier.pipeline._config import (
     AnalyticsStage,
-    CascadeStage,
-    ClassifierStage,
-    DetectorStage,
+    ModelStageConfig,
     PipelineConfig,
     load_pipeline,
 )
 from edgetier.pipeline._decode import RawFrame
 from edgetier.pipeline._frame import Event, FrameMeta, FramePacket
 from edgetier.pipeline._models import ModelRunner, inspect_model, resolve_model_path
-from edgetier.pipeline._sinks import Sink, SinkContext, build_sink
 from edgetier.pipeline._sources import FrameQueue, Opener, Stream, StreamReader, build_streams
 from edgetier.pipeline._stages import Stage, _object, build_stage
+from edgetier.pipeline.sinks import Sink, SinkContext, build_sink
 
 log = logging.getLogger("edgetier.pipeline")
 
@@ -52,6 +50,7 @@ class StreamStats:
     errors: int = 0
     fps: float = 0.0
     last_error: str | None = None
+    failed: str | None = None  # why the stream ended early (its source gave up)
     done: bool = False
     first_out_s: float | None = None  # time.monotonic() of the first and last delivery
     last_out_s: float | None = None
@@ -88,8 +87,9 @@ class Pipeline:
         self._stop = asyncio.Event()
         self._thread_stop = threading.Event()
         self._background: set[asyncio.Task[Any]] = set()
-        self._want_detections = any(
-            s.kinds is not None and "detections" in s.kinds for s in config.sinks
+        # per-frame `detections` events, where a stage finds objects and a sink takes them
+        self._want_detections = any(type(s).produces_detections for s in config.stages) and any(
+            s.kinds is None or "detections" in s.kinds for s in config.sinks
         )
 
     @classmethod
@@ -105,7 +105,7 @@ class Pipeline:
 
     async def _build(self) -> None:
         for cfg in self.config.stages:
-            if isinstance(cfg, DetectorStage | ClassifierStage | CascadeStage):
+            if isinstance(cfg, ModelStageConfig):
                 path = resolve_model_path(cfg.model, base_dir=self.base_dir)
                 info = inspect_model(path)
                 runner = await asyncio.to_thread(ModelRunner, cfg.id, info, cfg)
@@ -321,6 +321,7 @@ class Pipeline:
             st.frames_in = reader.frames_read
             st.dropped = reader.queue.dropped
             st.skipped = reader.skipped
+            st.failed = reader.error
 
     async def _monitor(
         self,

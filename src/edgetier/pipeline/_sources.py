@@ -1,19 +1,22 @@
 """Sources: video files, RTSP/HTTP streams, V4L2 cameras, image folders, synthetic scenes.
 
-Each stream is read by its own thread into a small bounded queue with the stream's
-back-pressure policy: a live source drops the oldest queued frame (and counts it), a
-file waits. Live sources that fail or end reopen with exponential back-off; every
-failure becomes a `source_error` event naming the stream, and the other streams go on.
+A source is a :class:`Source` subclass registered for a config ``kind``: it names the
+streams of its config entry and opens each as an iterator of decoded frames. Each stream
+is read by its own thread into a small bounded queue with the stream's back-pressure
+policy: a live source drops the oldest queued frame (and counts it), a file waits. Live
+sources that fail or end reopen with exponential back-off; every failure becomes a
+`source_error` event naming the stream, and the other streams go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import functools
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +24,9 @@ from typing import Any
 
 import cv2
 
+from edgetier.errors import SourceError
 from edgetier.pipeline._config import (
+    SOURCES,
     FileSource,
     ImageFolderSource,
     ReconnectConfig,
@@ -29,6 +34,7 @@ from edgetier.pipeline._config import (
     StreamSource,
     SyntheticSource,
     V4L2Source,
+    resolve_path,
 )
 from edgetier.pipeline._decode import RawFrame, pyav_frames
 
@@ -38,8 +44,41 @@ Opener = Callable[[], Iterator[RawFrame]]
 StatusCallback = Callable[[str, str, dict[str, Any]], None]  # (stream, kind, data)
 
 
-class SourceFailed(Exception):
-    """A source gave up (a file that cannot be read, or reconnect attempts exhausted)."""
+class Source(ABC):
+    """Base of every source: the streams of one config entry and how to open each.
+
+    ``open`` is called on the stream's reader thread and yields decoded RGB frames
+    (:class:`RawFrame`: an HxWx3 uint8 image and its media time in seconds); it raises
+    when the stream cannot be read. A live source (``config.live``) that ends or fails is
+    opened again with the back-off of its ``reconnect`` field, when it has one.
+    """
+
+    def __init__(self, config: SourceConfig, *, base_dir: Path) -> None:
+        self.config = config
+        self.base_dir = base_dir
+
+    def stream_ids(self) -> list[str]:
+        """The ids of the streams this entry gives (one, unless it makes several)."""
+        return [self.config.id]
+
+    def describe(self, stream_id: str) -> str:
+        """How log lines and events name the stream."""
+        return f"{self.config.kind} source {stream_id!r}"
+
+    @property
+    def reconnect(self) -> ReconnectConfig | None:
+        """Back-off between reopenings (live sources); None ends the stream on a failure."""
+        value = getattr(self.config, "reconnect", None)
+        return value if self.config.live and isinstance(value, ReconnectConfig) else None
+
+    @property
+    def loop(self) -> bool:
+        """Start again from the beginning at the end (files and folders with ``loop``)."""
+        return bool(getattr(self.config, "loop", False))
+
+    @abstractmethod
+    def open(self, stream_id: str) -> Iterator[RawFrame]:
+        """The frames of one stream, from its beginning (or from now, for a camera)."""
 
 
 class Stream:
@@ -71,7 +110,7 @@ class Stream:
                 try:
                     yield from self.opener()
                 except Exception as exc:
-                    raise SourceFailed(f"{self.describe}: {_reason(exc)}") from exc
+                    raise SourceError(f"{self.describe}: {_reason(exc)}") from exc
                 if not self.loop:
                     return
             return
@@ -119,7 +158,7 @@ class Stream:
                 },
             )
             if give_up:
-                raise SourceFailed(f"{message} (gave up after {failures} attempts)")
+                raise SourceError(f"{message} (gave up after {failures} attempts)")
             log.warning("stream %s: %s; retrying in %.2f s", self.stream_id, message, backoff_s)
             if stop.wait(backoff_s):
                 return
@@ -139,100 +178,126 @@ def build_streams(
     `openers` replaces the opener of a stream id (tests use it to fake network streams).
     """
     openers = openers or {}
-    if isinstance(config, SyntheticSource):
-        ids = (
-            [config.id] if config.count == 1 else [f"{config.id}-{i}" for i in range(config.count)]
+    source = SOURCES.load(config.kind)(config, base_dir=base_dir)
+    return [
+        Stream(
+            sid,
+            config,
+            openers.get(sid) or functools.partial(source.open, sid),
+            describe=source.describe(sid),
+            reconnect=source.reconnect,
+            loop=source.loop,
         )
-        return [
-            Stream(
-                sid,
-                config,
-                openers.get(sid) or _synthetic_opener(config, i),
-                describe=f"synthetic source {sid!r} (seed {config.seed + i})",
-            )
-            for i, sid in enumerate(ids)
-        ]
-    opener = openers.get(config.id)
-    if isinstance(config, FileSource):
-        path = _resolve(config.path, base_dir)
-        return [
-            Stream(
-                config.id,
-                config,
-                opener
-                or (lambda: pyav_frames(str(path), label=config.id, preference=config.decoder)),
-                describe=f"file source {config.id!r} ({path})",
-                loop=config.loop,
-            )
-        ]
-    if isinstance(config, StreamSource):
+        for sid in source.stream_ids()
+    ]
+
+
+class FileFrames(Source):
+    """A video file, decoded by PyAV (hardware decoders where the config asks and they work)."""
+
+    config: FileSource
+
+    def describe(self, stream_id: str) -> str:
+        return f"file source {stream_id!r} ({resolve_path(self.config.path, self.base_dir)})"
+
+    def open(self, stream_id: str) -> Iterator[RawFrame]:
+        path = resolve_path(self.config.path, self.base_dir)
+        return pyav_frames(str(path), label=stream_id, preference=self.config.decoder)
+
+
+class StreamFrames(Source):
+    """An RTSP or HTTP(S) stream read through FFmpeg."""
+
+    config: StreamSource
+
+    def describe(self, stream_id: str) -> str:
+        return f"{self.config.kind} source {stream_id!r} ({self.config.url})"
+
+    def open(self, stream_id: str) -> Iterator[RawFrame]:
+        cfg = self.config
         options: dict[str, str] = (
-            {"rtsp_transport": config.rtsp_transport} if config.kind == "rtsp" else {}
+            {"rtsp_transport": cfg.rtsp_transport} if cfg.kind == "rtsp" else {}
         )
-        return [
-            Stream(
-                config.id,
-                config,
-                opener
-                or (
-                    lambda: pyav_frames(
-                        config.url,
-                        label=config.id,
-                        preference=config.decoder,
-                        options=options,
-                        timeout_s=config.open_timeout_s,
-                        live=True,
-                    )
-                ),
-                describe=f"{config.kind} source {config.id!r} ({config.url})",
-                reconnect=config.reconnect,
-            )
-        ]
-    if isinstance(config, V4L2Source):
-        v4l2_options: dict[str, str] = {}
-        if config.width and config.height:
-            v4l2_options["video_size"] = f"{config.width}x{config.height}"
-        if config.fps:
-            v4l2_options["framerate"] = f"{config.fps:g}"
-        return [
-            Stream(
-                config.id,
-                config,
-                opener
-                or (
-                    lambda: pyav_frames(
-                        config.device,
-                        label=config.id,
-                        preference="software",
-                        av_format="v4l2",
-                        options=v4l2_options,
-                        live=True,
-                    )
-                ),
-                describe=f"v4l2 source {config.id!r} ({config.device})",
-                reconnect=config.reconnect,
-            )
-        ]
-    if isinstance(config, ImageFolderSource):
-        folder = _resolve(config.path, base_dir)
-        return [
-            Stream(
-                config.id,
-                config,
-                opener
-                or (
-                    lambda: image_folder_frames(folder, config.pattern, config.fps, label=config.id)
-                ),
-                describe=f"image folder source {config.id!r} ({folder})",
-                loop=config.loop,
-            )
-        ]
-    raise TypeError(f"unknown source config {type(config).__name__}")
+        return pyav_frames(
+            cfg.url,
+            label=stream_id,
+            preference=cfg.decoder,
+            options=options,
+            timeout_s=cfg.open_timeout_s,
+            live=True,
+        )
 
 
-def _resolve(path: str, base_dir: Path) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else base_dir / p
+class V4L2Frames(Source):
+    """A Video4Linux2 camera through FFmpeg's v4l2 input."""
+
+    config: V4L2Source
+
+    def describe(self, stream_id: str) -> str:
+        return f"v4l2 source {stream_id!r} ({self.config.device})"
+
+    def open(self, stream_id: str) -> Iterator[RawFrame]:
+        cfg = self.config
+        options: dict[str, str] = {}
+        if cfg.width and cfg.height:
+            options["video_size"] = f"{cfg.width}x{cfg.height}"
+        if cfg.fps:
+            options["framerate"] = f"{cfg.fps:g}"
+        return pyav_frames(
+            cfg.device,
+            label=stream_id,
+            preference="software",
+            av_format="v4l2",
+            options=options,
+            live=True,
+        )
+
+
+class ImageFolderFrames(Source):
+    """The images of a folder, in name order; unreadable ones are skipped."""
+
+    config: ImageFolderSource
+
+    def describe(self, stream_id: str) -> str:
+        folder = resolve_path(self.config.path, self.base_dir)
+        return f"image folder source {stream_id!r} ({folder})"
+
+    def open(self, stream_id: str) -> Iterator[RawFrame]:
+        cfg = self.config
+        folder = resolve_path(cfg.path, self.base_dir)
+        return image_folder_frames(folder, cfg.pattern, cfg.fps, label=stream_id)
+
+
+class SyntheticFrames(Source):
+    """Synthetic road scenes (:mod:`edgetier.synthetic`); ``count`` streams, one seed each."""
+
+    config: SyntheticSource
+
+    def stream_ids(self) -> list[str]:
+        cfg = self.config
+        return [cfg.id] if cfg.count == 1 else [f"{cfg.id}-{i}" for i in range(cfg.count)]
+
+    def describe(self, stream_id: str) -> str:
+        return f"synthetic source {stream_id!r} (seed {self._seed(stream_id)})"
+
+    def _seed(self, stream_id: str) -> int:
+        index = self.stream_ids().index(stream_id)
+        return self.config.scene.seed + self.config.seed + index
+
+    def open(self, stream_id: str) -> Iterator[RawFrame]:
+        from edgetier.synthetic import SyntheticScene
+
+        scene_config = self.config.scene.model_copy(update={"seed": self._seed(stream_id)})
+        scene = SyntheticScene(scene_config)
+        fps = scene_config.fps
+        realtime = self.config.realtime
+        start = time.monotonic()
+        for frame in scene:
+            if realtime and fps > 0:
+                delay = start + frame.timestamp_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            yield RawFrame(frame.image, float(frame.timestamp_s))
 
 
 def image_folder_frames(
@@ -253,31 +318,6 @@ def image_folder_frames(
             continue
         yield RawFrame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), index / fps)
         index += 1
-
-
-def _synthetic_opener(config: SyntheticSource, index: int) -> Opener:
-    def frames() -> Iterator[RawFrame]:
-        from edgetier.pipeline._synthetic import SceneConfig, SyntheticScene
-
-        known = {f.name for f in dataclasses.fields(SceneConfig)}
-        unknown = sorted(set(config.scene) - known)
-        if unknown:
-            raise ValueError(f"scene: unknown field(s) {unknown}; allowed: {sorted(known)}")
-        fields = dict(config.scene)
-        if "lines" in fields:
-            fields["lines"] = tuple(tuple(tuple(p) for p in line) for line in fields["lines"])
-        fields["seed"] = int(fields.get("seed", config.seed)) + index
-        scene = SyntheticScene(SceneConfig(**fields))
-        fps = scene.config.fps
-        start = time.monotonic()
-        for frame in scene:
-            if config.realtime and fps > 0:
-                delay = start + frame.timestamp_s - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            yield RawFrame(frame.image, float(frame.timestamp_s))
-
-    return frames
 
 
 class FrameQueue:
@@ -426,7 +466,7 @@ class StreamReader:
                     break
                 if cfg.max_frames is not None and index >= cfg.max_frames:
                     break
-        except SourceFailed as exc:
+        except SourceError as exc:
             self.error = str(exc)
             log.error("stream %s: %s", self.stream.stream_id, exc)
             self.status(self.stream.stream_id, "source_error", {"error": str(exc), "final": True})

@@ -18,19 +18,22 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import supervision as sv
 
-from edgetier.errors import ConfigError
+from edgetier.errors import ConfigError, StageError
 from edgetier.pipeline._analytics import LineCounter, SpeedEstimator, ZoneMonitor, anchor_points
 from edgetier.pipeline._config import (
+    STAGES,
     AnalyticsStage,
     CascadeStage,
     ClassifierStage,
     DetectorStage,
+    ModelStageConfig,
     PythonStage,
+    StageConfig,
     TrackerStage,
 )
 from edgetier.pipeline._frame import FramePacket, Prepared
@@ -38,6 +41,7 @@ from edgetier.pipeline._models import ModelRunner, class_names
 from edgetier.pipeline._preprocess import (
     Letterboxer,
     LetterboxInfo,
+    clip_boxes,
     host_buffer,
     resize_crops_into,
 )
@@ -298,7 +302,10 @@ class Tracker(Stage):
         det = frame.detections
         if det.confidence is None:
             det.confidence = np.ones(len(det), dtype=np.float32)
-        frame.detections = self._tracker(frame.meta.stream_id).update(det)
+        tracked = self._tracker(frame.meta.stream_id).update(det)
+        # the tracker's boxes are its motion model's: they may reach past the frame
+        clip_boxes(tracked.xyxy, frame.meta.width, frame.meta.height)
+        frame.detections = tracked
         return frame
 
 
@@ -462,7 +469,7 @@ class PythonCode(Stage):
         if isinstance(result, sv.Detections):
             frame.detections = result
             return frame
-        raise TypeError(
+        raise StageError(
             f"stage {self.id}: {self.cfg.target} returned {type(result).__name__}; "
             "return the frame, an sv.Detections or None"
         )
@@ -474,17 +481,9 @@ class PythonCode(Stage):
                 await result
 
 
-def build_stage(cfg: Any, runners: dict[str, ModelRunner]) -> Stage:
-    if isinstance(cfg, DetectorStage):
-        return Detector(cfg, runners[cfg.id])
-    if isinstance(cfg, ClassifierStage):
-        return Classifier(cfg, runners[cfg.id])
-    if isinstance(cfg, CascadeStage):
-        return Cascade(cfg, runners[cfg.id])
-    if isinstance(cfg, TrackerStage):
-        return Tracker(cfg)
-    if isinstance(cfg, AnalyticsStage):
-        return Analytics(cfg)
-    if isinstance(cfg, PythonStage):
-        return PythonCode(cfg)
-    raise TypeError(f"unknown stage config {type(cfg).__name__}")
+def build_stage(cfg: StageConfig, runners: dict[str, ModelRunner]) -> Stage:
+    """The stage a config entry describes; a model stage gets its runner by stage id."""
+    cls: Any = STAGES.load(cfg.kind)
+    if isinstance(cfg, ModelStageConfig):
+        return cast(Stage, cls(cfg, runners[cfg.id]))
+    return cast(Stage, cls(cfg))

@@ -10,14 +10,12 @@ and every error names the file, the field path and what is allowed::
 
 from __future__ import annotations
 
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from edgetier.config import ConfigModel, FieldError, read_yaml, validate
 from edgetier.errors import ConfigError
 from edgetier.runtime._datatypes import DATATYPES, triton_name
 
@@ -43,15 +41,7 @@ TRITON_DATATYPES: tuple[str, ...] = tuple(triton_name(dt) for dt in DATATYPES)
 """The data_type values a config may use: TYPE_BOOL ... TYPE_STRING (Triton's spelling)."""
 
 
-class _FieldError(ValueError):
-    """A cross-field rule broken: carries the field path below the model that checks it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class _Strict(BaseModel):
+class _Strict(ConfigModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
 
@@ -107,7 +97,7 @@ class DynamicBatchingConfig(_Strict):
         data = dict(data)
         policy = data.pop("default_queue_policy") or {}
         if not isinstance(policy, dict):
-            raise _FieldError("default_queue_policy", "must be a mapping")
+            raise FieldError("default_queue_policy", "must be a mapping")
         allowed = {
             "max_queue_size",
             "default_timeout_microseconds",
@@ -116,20 +106,20 @@ class DynamicBatchingConfig(_Strict):
         }
         for key, value in policy.items():
             if key not in allowed:
-                raise _FieldError(
+                raise FieldError(
                     f"default_queue_policy.{key}",
                     f"unknown field; allowed: {', '.join(sorted(allowed))}",
                 )
             if key == "timeout_action":
                 if value != "REJECT":
-                    raise _FieldError(
+                    raise FieldError(
                         "default_queue_policy.timeout_action",
                         f"only REJECT is supported, got {value!r}",
                     )
             elif key == "allow_timeout_override":
                 continue  # EdgeTier always honours a request's own timeout
             elif key in data:
-                raise _FieldError(
+                raise FieldError(
                     key, "given twice: both here and under default_queue_policy; keep one"
                 )
             else:
@@ -147,7 +137,7 @@ class DynamicBatchingConfig(_Strict):
     @model_validator(mode="after")
     def _priority_range(self) -> DynamicBatchingConfig:
         if self.default_priority_level > self.priority_levels:
-            raise _FieldError(
+            raise FieldError(
                 "default_priority_level",
                 f"must be <= priority_levels ({self.priority_levels}), "
                 f"got {self.default_priority_level}",
@@ -177,7 +167,7 @@ class InstanceGroup(_Strict):
     @model_validator(mode="after")
     def _cpu_has_no_gpus(self) -> InstanceGroup:
         if self.kind == "KIND_CPU" and self.gpus:
-            raise _FieldError("gpus", f"must be empty for kind KIND_CPU, got {self.gpus}")
+            raise FieldError("gpus", f"must be empty for kind KIND_CPU, got {self.gpus}")
         return self
 
 
@@ -286,18 +276,18 @@ class ModelConfig(_Strict):
             seen: set[str] = set()
             for i, tensor in enumerate(getattr(self, field)):
                 if tensor.name in seen:
-                    raise _FieldError(f"{field}[{i}].name", f"{tensor.name!r} is used twice")
+                    raise FieldError(f"{field}[{i}].name", f"{tensor.name!r} is used twice")
                 seen.add(tensor.name)
         batching = self.dynamic_batching
         if batching is not None:
             for i, size in enumerate(batching.preferred_batch_size):
                 if size > self.max_batch_size:
-                    raise _FieldError(
+                    raise FieldError(
                         f"dynamic_batching.preferred_batch_size[{i}]",
                         f"must be <= max_batch_size ({self.max_batch_size}), got {size}",
                     )
         if "/" in self.default_model_filename or self.default_model_filename.startswith("."):
-            raise _FieldError(
+            raise FieldError(
                 "default_model_filename",
                 f"must be a plain file name, got {self.default_model_filename!r}",
             )
@@ -416,7 +406,7 @@ def _triton_json(config: ModelConfig) -> dict[str, Any]:
     return out
 
 
-# -- loading and error messages ---------------------------------------------------------
+# -- loading --------------------------------------------------------------------------
 
 
 def parse_config(data: Any, *, source: str, name: str | None = None) -> ModelConfig:
@@ -426,19 +416,14 @@ def parse_config(data: Any, *, source: str, name: str | None = None) -> ModelCon
     """
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: must be a mapping of fields, got {type(data).__name__}")
-    if name is not None:
+    if isinstance(data, dict) and name is not None:
         given = data.get("name")
         if given is not None and given != name:
             raise ConfigError(
                 f"{source}: name: must match the model directory {name!r}, got {given!r}"
             )
         data = {**data, "name": name}
-    try:
-        return ModelConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+    return validate(ModelConfig, data, source=source, what="model config")
 
 
 def load_config_file(path: Path, *, name: str | None = None) -> ModelConfig:
@@ -446,123 +431,7 @@ def load_config_file(path: Path, *, name: str | None = None) -> ModelConfig:
 
     Without ``name`` and without a ``name`` field, the model is named after the directory.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {_yaml_reason(exc)}") from None
+    data = read_yaml(Path(path), what="model config")
     if name is None and isinstance(data, dict) and "name" not in data:
         data = {**data, "name": Path(path).resolve().parent.name}
     return parse_config(data, source=str(path), name=name)
-
-
-def _yaml_reason(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    if mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return str(problem)
-
-
-def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = []
-    for error in exc.errors():
-        loc = list(error["loc"])
-        ctx = error.get("ctx") or {}
-        cause = ctx.get("error")
-        if isinstance(cause, _FieldError):
-            loc.extend(_split_path(cause.field))
-        path = _join_loc(loc) or "(top level)"
-        lines.append(f"{source}: {path}: {_describe(error, loc)}")
-    return "\n".join(lines)
-
-
-def _split_path(field: str) -> list[str | int]:
-    parts: list[str | int] = []
-    for piece in field.split("."):
-        name, _, rest = piece.partition("[")
-        parts.append(name)
-        if rest:
-            parts.append(int(rest.rstrip("]")))
-    return parts
-
-
-def _join_loc(loc: list[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _describe(error: Any, loc: list[Any]) -> str:
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    value = error.get("input")
-    got = "" if isinstance(value, dict) else f", got {value!r}"
-    if kind == "extra_forbidden":
-        allowed = _fields_at(loc[:-1])
-        return "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-    if kind == "missing":
-        return "required field is missing"
-    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">"}.get(kind) or (
-            "<=" if kind == "less_than_equal" else "<"
-        )
-        bound = next(iter(ctx.values()))
-        return f"must be {op} {bound}{got}"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected', '')}{got}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"must be an integer{got}"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"must be true or false{got}"
-    if kind in ("string_type",):
-        return f"must be a string{got}"
-    if kind in ("list_type",):
-        return f"must be a list{got}"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"must be a mapping{got}"
-    if kind == "too_short":
-        return f"must have at least {ctx.get('min_length')} item(s){got}"
-    if kind == "value_error":
-        message = str(ctx.get("error", error["msg"]))
-        return f"{message}{got}" if "got" not in message else message
-    return f"{error['msg']}{got}"
-
-
-def _fields_at(loc: list[Any]) -> list[str]:
-    """Field names of the schema model found by walking ``loc`` from ModelConfig."""
-    current: Any = ModelConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        current = _unwrap(current)
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        field = current.model_fields.get(part)
-        if field is None:
-            return []
-        current = field.annotation
-    current = _unwrap(current)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
-def _unwrap(annotation: Any) -> Any:
-    """list[X] -> X, X | None -> X."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin in (list, typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                return annotation
-            annotation = args[0]
-        else:
-            return annotation

@@ -12,6 +12,8 @@ import socket
 import time
 from collections.abc import Callable
 
+from edgetier.errors import StartupError
+
 __all__ = ["free_port", "free_udp_range", "wait_for_port"]
 
 
@@ -38,7 +40,7 @@ def free_udp_range(count: int) -> int:
         finally:
             for s in sockets:
                 s.close()
-    raise RuntimeError(f"no {count} consecutive free UDP ports")
+    raise StartupError(f"no {count} consecutive free UDP ports on 127.0.0.1")
 
 
 def wait_for_port(
@@ -62,7 +64,7 @@ def wait_for_port(
         except OSError:
             reason = alive() if alive is not None else None
             if reason is not None:
-                raise RuntimeError(reason) from None
+                raise StartupError(reason) from None
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"nothing listened on {host}:{port} within {timeout_s} s"

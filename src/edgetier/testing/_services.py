@@ -50,7 +50,7 @@ class ServiceProcess(ABC):
         for port in self.ports():
             try:
                 wait_for_port(port, timeout_s=timeout_s, alive=alive)
-            except (RuntimeError, TimeoutError) as exc:
+            except (StartupError, TimeoutError) as exc:
                 self.kill()
                 raise StartupError(f"{self.name} did not start: {exc}") from None
 

@@ -57,7 +57,7 @@ def test_unknown_field_is_rejected_with_its_path(tmp_path: Path) -> None:
     data["devices"][0]["tops"] = 1
     bad = tmp_path / "catalog.yaml"
     bad.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match=r"devices\.0\.tops"):
+    with pytest.raises(ConfigError, match=r"catalog.yaml: devices\[0\]\.tops: unknown field"):
         load_catalog(bad)
 
 

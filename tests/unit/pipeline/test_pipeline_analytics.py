@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetier.pipeline import LineCounter, SceneConfig, SpeedEstimator, SyntheticScene, ZoneMonitor
-from edgetier.pipeline import line_crossings as truth_crossings
+from edgetier.pipeline import LineCounter, SpeedEstimator, ZoneMonitor
 from edgetier.pipeline._analytics import anchor_points
+from edgetier.synthetic import SceneConfig, SyntheticScene
+from edgetier.synthetic import line_crossings as truth_crossings
 
 
 def _feed(counter: LineCounter, track: list[tuple[float, float]], tid: int = 1) -> list[str]:

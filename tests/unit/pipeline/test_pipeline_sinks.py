@@ -19,10 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgetier.errors import ConfigError
 from edgetier.pipeline import FrameMeta, FramePacket, Pipeline, parse_pipeline
-from edgetier.pipeline._config import PrometheusSink, VideoSink, WebhookSink
 from edgetier.pipeline._frame import Event
-from edgetier.pipeline._sinks import Prometheus, SinkContext, Webhook
-from edgetier.pipeline._video_out import Video
+from edgetier.pipeline.sinks import PrometheusSink, SinkContext, VideoSink, WebhookSink
+from edgetier.pipeline.sinks._prometheus import Prometheus
+from edgetier.pipeline.sinks._video import Video
+from edgetier.pipeline.sinks._webhook import Webhook
 from edgetier.testing import free_port
 
 SCENE = {"width": 160, "height": 128, "fps": 10, "duration_s": 60, "vehicles": 2}
@@ -87,17 +88,23 @@ def _webhook(url: str, tmp_path: Path, **fields: Any) -> Webhook:
 
 
 async def test_webhook_posts_events_as_json_with_ids(tmp_path: Path) -> None:
+    sent = _events(5) + _events(2, "detections")  # every kind unless `kinds` lists some
     async with Receiver() as server:
         sink = _webhook(server.url, tmp_path)
         await sink.start()
-        sent = _events(5) + _events(2, "detections")  # detections only when listed in kinds
         await sink.handle(sent)
         await sink.stop()
-    assert server.accepted_ids() == [e.id for e in sent[:5]]
+    assert server.accepted_ids() == [e.id for e in sent]
     first = server.accepted[0]
     assert first["kind"] == "counts" and first["node"] == "edge1" and first["pipeline"] == "p"
     assert first["stream"] == "cam" and first["data"] == {"n": 0} and first["frame"] == 0
-    assert sink.delivered == 5 and sink.dropped == 0
+    assert sink.delivered == 7 and sink.dropped == 0
+    async with Receiver() as server:
+        counts_only = _webhook(server.url, tmp_path, kinds=["counts"])
+        await counts_only.start()
+        await counts_only.handle(sent)
+        await counts_only.stop()
+    assert server.accepted_ids() == [e.id for e in sent[:5]]
 
 
 async def test_webhook_retries_server_errors_with_back_off_and_loses_nothing(
@@ -256,7 +263,7 @@ def test_video_sink_needs_exactly_one_of_path_and_url() -> None:
     for sink, message in [
         ({"kind": "video"}, "exactly one of path and url, got neither"),
         ({"kind": "video", "path": "a.mp4", "url": "rtsp://h/x"}, "got both"),
-        ({"kind": "video", "url": "http://h/x"}, "sinks[0].url: String should match"),
+        ({"kind": "video", "url": "http://h/x"}, "sinks[0].url: must match ^rtsps?://"),
     ]:
         with pytest.raises(ConfigError, match=None) as info:
             parse_pipeline({**base, "sinks": [sink]})

@@ -12,9 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edgetier.pipeline import SceneConfig, SyntheticScene, parse_pipeline, write_video
+from edgetier.errors import SourceError
+from edgetier.pipeline import parse_pipeline
 from edgetier.pipeline._decode import RawFrame, choose_decoder
-from edgetier.pipeline._sources import FrameQueue, LiveFpsCap, SourceFailed, build_streams
+from edgetier.pipeline._sources import FrameQueue, LiveFpsCap, build_streams
+from edgetier.synthetic import SceneConfig, SyntheticScene, write_video
 
 
 def _streams(src: dict[str, Any], base: Path, **kw: Any) -> list[Any]:
@@ -46,7 +48,7 @@ def test_file_source_decodes_every_frame(tmp_path: Path) -> None:
 def test_corrupt_file_fails_with_the_source_named(tmp_path: Path) -> None:
     (tmp_path / "bad.mp4").write_bytes(b"\x00not a video" * 100)
     (stream,) = _streams({"id": "broken", "kind": "file", "path": "bad.mp4"}, tmp_path)
-    with pytest.raises(SourceFailed, match=r"file source 'broken' \(.*bad.mp4\)"):
+    with pytest.raises(SourceError, match=r"file source 'broken' \(.*bad.mp4\)"):
         _collect(stream)
 
 
@@ -112,7 +114,7 @@ def test_dead_url_gives_up_after_max_attempts(tmp_path: Path) -> None:
         "reconnect": {"initial_backoff_s": 0.01, "max_attempts": 3},
     }
     (stream,) = _streams(src, tmp_path, openers={"dead": opener})
-    with pytest.raises(SourceFailed, match="gave up after 3 attempts"):
+    with pytest.raises(SourceError, match="gave up after 3 attempts"):
         _collect(stream)
 
 

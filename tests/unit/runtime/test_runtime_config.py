@@ -194,7 +194,9 @@ def test_invalid_yaml_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_config_that_is_not_a_mapping(tmp_path: Path) -> None:
-    assert _error(tmp_path, "- 1\n- 2\n") == "must be a mapping of fields, got list"
+    assert (
+        _error(tmp_path, "- 1\n- 2\n") == "the model config must be a mapping of fields, got a list"
+    )
 
 
 def test_name_must_match_directory(tmp_path: Path) -> None:
@@ -205,8 +207,10 @@ def test_name_must_match_directory(tmp_path: Path) -> None:
 def test_several_errors_are_all_reported(tmp_path: Path) -> None:
     message = _error(tmp_path, "max_batch_size: -1\nfoo: 1\n")
     lines = message.split("\n")
-    assert len(lines) == 2
-    assert any("foo: unknown field" in line for line in lines)
+    assert lines[0] == "the model config has 2 errors"
+    assert len(lines) == 3
+    assert any("config.yaml: foo: unknown field" in line for line in lines)
+    assert any("config.yaml: max_batch_size: must be >= 0, got -1" in line for line in lines)
 
 
 def test_to_triton_json_is_tritons_layout() -> None:

@@ -9,16 +9,15 @@ import pytest
 import yaml
 
 from edgetier.errors import ConfigError
-from edgetier.pipeline._synthetic import CLASS_NAMES, COLOUR_NAMES, SceneConfig
+from edgetier.synthetic._scene import CLASS_NAMES, COLOUR_NAMES, SceneConfig
 
 torch = pytest.importorskip("torch")
 
-from edgetier.pipeline._train import (  # noqa: E402
+from edgetier.synthetic._train import (  # noqa: E402
     ModelCard,
     TrainConfig,
     assign,
     build_models,
-    letterbox,
 )
 
 
@@ -31,19 +30,37 @@ def test_train_config_checks_sizes_and_steps() -> None:
         TrainConfig(input_hw=(128, 128), crop_hw=(256, 128))
 
 
-def test_letterbox_matches_the_pipeline_preprocessing() -> None:
-    from edgetier.pipeline._preprocess import Letterboxer
+def test_training_frames_go_through_the_pipelines_letterbox(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Training and serving cannot drift apart: the batches are the pipeline's letterbox
+    output, and the boxes move with the placement it reports."""
+    from dataclasses import replace
 
-    image = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
-    canvas, scale, left, top = letterbox(image, (384, 640))
-    out = np.empty((3, 384, 640), np.float32)
-    info = Letterboxer(384, 640, pad_value=114)(image, out)
-    assert (scale, float(left), float(top)) == (info.scale, info.pad_x, info.pad_y)
-    assert np.allclose(canvas.transpose(2, 0, 1) / 255.0, out, atol=1e-6)
+    from edgetier.pipeline import Letterboxer, LetterboxInfo
+    from edgetier.synthetic import _train
+
+    seen: list[tuple[np.ndarray, LetterboxInfo]] = []
+
+    class Spy(Letterboxer):
+        def __call__(self, image: np.ndarray, out: np.ndarray) -> LetterboxInfo:
+            info = super().__call__(image, out)
+            seen.append((out.copy(), info))
+            return info
+
+    monkeypatch.setattr(_train, "Letterboxer", Spy)
+    config = replace(TrainConfig.tiny(), crop_hw=None)
+    images, boxes, _ = next(_train.detector_batches(np.random.default_rng(0), config))
+    assert len(seen) == config.batch_size
+    for b, (out, info) in enumerate(seen):
+        assert np.array_equal(images[b], out)
+        if len(boxes[b]):
+            assert boxes[b][:, 0].min() >= info.pad_x - 1e-3
+            assert boxes[b][:, 1].min() >= info.pad_y - 1e-3
 
 
 def test_assignment_picks_cells_inside_on_the_right_level() -> None:
-    from edgetier.pipeline._nets import grid_points
+    from edgetier.synthetic._nets import grid_points
 
     levels = [torch.zeros(1, 7, 8, 8), torch.zeros(1, 7, 4, 4)]  # a 64x64 input
     points, strides = grid_points(levels)
@@ -104,7 +121,7 @@ def test_tiny_build_exports_yolov8_layout_and_probs(tiny_models: dict[str, Path]
 
 @pytest.mark.slow
 def test_quality_runs_end_to_end_on_a_tiny_model(tiny_models: dict[str, Path]) -> None:
-    from edgetier.pipeline._quality import evaluate
+    from edgetier.synthetic._quality import evaluate
 
     scene = SceneConfig(width=320, height=180, fps=10.0, duration_s=1.0, seed=1_000_001)
     result = evaluate(tiny_models["detector"], [scene], progress=False)

@@ -13,7 +13,6 @@ vehicle colours; :func:`line_crossings` gives the exact line crossings of the tr
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -24,12 +23,25 @@ import cv2
 import numpy as np
 
 from edgetier.errors import ConfigError, MissingExtraError
-from edgetier.pipeline import _scene_art as art
+from edgetier.synthetic import _art as art
+from edgetier.synthetic._config import ROAD_BOTTOM_Y, ROAD_TOP_Y, SceneConfig
 
 if TYPE_CHECKING:
     import supervision as sv
 
-log = logging.getLogger("edgetier.pipeline")
+log = logging.getLogger("edgetier.synthetic")
+
+__all__ = [
+    "CLASS_NAMES",
+    "COLOUR_NAMES",
+    "Crossing",
+    "GroundTruth",
+    "SceneConfig",
+    "SyntheticFrame",
+    "SyntheticScene",
+    "line_crossings",
+    "write_video",
+]
 
 CLASS_NAMES: tuple[str, ...] = ("vehicle", "pedestrian", "plate")
 VEHICLE, PEDESTRIAN, PLATE = 0, 1, 2
@@ -39,62 +51,6 @@ MIN_PLATE_VISIBILITY = 0.7  # a plate is truth only while almost all of it shows
 
 Point = tuple[float, float]
 Line = tuple[Point, Point]
-DEFAULT_LINES: tuple[Line, ...] = (
-    (
-        (0.5, art.ROAD_TOP_Y - 0.03),
-        (0.5, art.ROAD_BOTTOM_Y + 0.03),
-    ),
-)
-
-
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class SceneConfig:
-    """What a synthetic scene holds. `vehicles` and `pedestrians` are the mean numbers in view
-    at once; `lines` are counting lines in normalised frame coordinates ((x, y) in [0, 1])."""
-
-    width: int = 1280
-    height: int = 720
-    fps: float = 30.0
-    duration_s: float = 10.0
-    vehicles: int = 6
-    pedestrians: int = 4
-    plates: bool = True
-    seed: int = 0
-    lines: tuple[Line, ...] = DEFAULT_LINES
-
-    def __post_init__(self) -> None:
-        for name, low, high in (("width", 160, 7680), ("height", 120, 4320)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            _check_range(name, value, low, high)
-        _check_range("fps", self.fps, 1.0, 240.0)
-        _check_range("duration_s", self.duration_s, 1.0 / self.fps, 3600.0)
-        _check_range("vehicles", self.vehicles, 0, 64)
-        _check_range("pedestrians", self.pedestrians, 0, 64)
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
-        for i, line in enumerate(self.lines):
-            try:
-                (x1, y1), (x2, y2) = line
-                coords = [float(v) for v in (x1, y1, x2, y2)]
-            except (TypeError, ValueError):
-                raise ConfigError(
-                    f"lines[{i}] must be ((x1, y1), (x2, y2)), got {line!r}"
-                ) from None
-            for v in coords:
-                _check_range(f"lines[{i}] coordinates", v, 0.0, 1.0)
-            if coords[:2] == coords[2:]:
-                raise ConfigError(f"lines[{i}] must join two distinct points, got {line!r}")
-
-    @property
-    def frame_count(self) -> int:
-        return max(1, round(self.duration_s * self.fps))
 
 
 def _int_array(values: object) -> np.ndarray:
@@ -277,7 +233,7 @@ class SyntheticScene:
         gap_px = 0.04 * w
         for lane in range(art.LANES):
             rightward = lane >= art.LANES // 2
-            ground_y = (art.ROAD_TOP_Y + (lane + 0.82) * art.LANE_H) * h
+            ground_y = (ROAD_TOP_Y + (lane + 0.82) * art.LANE_H) * h
             t = -2.0 * mean_time_s * rng.uniform(0.5, 1.0)
             prev: tuple[float, float, float] | None = None  # (t_enter, speed, length)
             while t < cfg.duration_s:
@@ -336,8 +292,8 @@ class SyntheticScene:
         mean_speed = 0.2 * h
         mean_time_s = (w + 0.5 * h) / mean_speed
         rate = cfg.pedestrians / mean_time_s
-        top_y = (art.HORIZON_Y + 0.08, art.ROAD_TOP_Y - 0.005)
-        bottom_y = (art.ROAD_BOTTOM_Y + 0.1, 0.985)
+        top_y = (art.HORIZON_Y + 0.08, ROAD_TOP_Y - 0.005)
+        bottom_y = (ROAD_BOTTOM_Y + 0.1, 0.985)
         t = -2.0 * mean_time_s
         while True:
             t += rng.exponential(1.0 / rate)
@@ -530,7 +486,7 @@ def _encoder(codec: str) -> str:
 def write_video(scene: SyntheticScene, path: Path, *, codec: str = "h264") -> Path:
     """Encode the scene to `path` with PyAV; h264 falls back to mpeg4 without libx264.
 
-    The codec actually used is logged (`edgetier.pipeline`, INFO). Frame size must be even.
+    The codec actually used is logged (`edgetier.synthetic`, INFO). Frame size must be even.
     """
     try:
         import av

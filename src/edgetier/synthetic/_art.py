@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edgetier.synthetic._config import ROAD_BOTTOM_Y, ROAD_TOP_Y
+
 COLOUR_NAMES: tuple[str, ...] = ("white", "black", "grey", "red", "blue", "green", "yellow")
 _COLOUR_RGB = np.array(
     [
@@ -32,8 +34,6 @@ VEHICLE_KINDS: tuple[str, ...] = ("car", "van", "truck", "bus")
 
 # Layout of the road scene as fractions of the frame height (y) — the same at every size.
 HORIZON_Y = 0.28
-ROAD_TOP_Y = 0.40
-ROAD_BOTTOM_Y = 0.86
 LANES = 4
 LANE_H = (ROAD_BOTTOM_Y - ROAD_TOP_Y) / LANES
 PLATE_H = 0.03  # plate height as a fraction of frame height

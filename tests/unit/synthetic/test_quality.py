@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetier.pipeline._quality import (
+from edgetier.synthetic._quality import (
     DetectionEval,
     TrackingEval,
     average_precision,
     held_out_scenes,
     iou_matrix,
 )
-from edgetier.pipeline._synthetic import PEDESTRIAN, VEHICLE, GroundTruth
+from edgetier.synthetic._scene import PEDESTRIAN, VEHICLE, GroundTruth
 
 
 def box(x: float, y: float, w: float = 10, h: float = 10) -> list[float]:
@@ -125,9 +125,9 @@ def test_shipped_models_have_the_documented_layout_and_find_objects() -> None:
     import onnx
     import yaml
 
-    from edgetier.pipeline._models import package_models_dir
-    from edgetier.pipeline._quality import ColourEval, OnnxDetector
-    from edgetier.pipeline._synthetic import CLASS_NAMES, COLOUR_NAMES, SceneConfig, SyntheticScene
+    from edgetier.pipeline import package_models_dir
+    from edgetier.synthetic._quality import ColourEval, OnnxDetector
+    from edgetier.synthetic._scene import CLASS_NAMES, COLOUR_NAMES, SceneConfig, SyntheticScene
 
     models = package_models_dir()
     card = yaml.safe_load((models / "detector.yaml").read_text())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgetier.errors import ConfigError
-from edgetier.pipeline._synthetic import (
+from edgetier.synthetic._scene import (
     PEDESTRIAN,
     PLATE,
     VEHICLE,
@@ -128,17 +128,17 @@ def test_tracks_move_steadily_and_come_and_go() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [
-        ("width", 10, "width must be between 160 and 7680, got 10"),
-        ("height", 5000, "height must be between 120 and 4320"),
-        ("fps", 0.0, "fps must be between 1.0 and 240.0"),
-        ("duration_s", 0.0, "duration_s must be between"),
-        ("vehicles", -1, "vehicles must be between 0 and 64, got -1"),
-        ("pedestrians", 99, "pedestrians must be between 0 and 64"),
-        ("seed", -3, "seed must be an integer >= 0, got -3"),
-        ("lines", (((0.5, 0.2), (1.5, 0.9)),), r"lines\[0\] coordinates must be between 0.0"),
-        ("lines", (((0.5, 0.2),),), r"lines\[0\] must be \(\(x1, y1\), \(x2, y2\)\)"),
-        ("lines", (((0.5, 0.2), (0.5, 0.2)),), r"lines\[0\] must join two distinct points"),
-        ("width", 640.5, "width must be an integer"),
+        ("width", 10, "width: must be >= 160, got 10"),
+        ("height", 5000, "height: must be <= 4320, got 5000"),
+        ("fps", 0.0, "fps: must be >= 1.0, got 0.0"),
+        ("duration_s", 0.0, "duration_s: must be > 0.0, got 0.0"),
+        ("vehicles", -1, "vehicles: must be >= 0, got -1"),
+        ("pedestrians", 99, "pedestrians: must be <= 64, got 99"),
+        ("seed", -3, "seed: must be >= 0, got -3"),
+        ("lines", (((0.5, 0.2), (1.5, 0.9)),), r"lines\[0\]\[1\]\[0\]: must be <= 1.0, got 1.5"),
+        ("lines", (((0.5, 0.2),),), r"lines\[0\]\[1\]: required field is missing"),
+        ("lines", (((0.5, 0.2), (0.5, 0.2)),), r"lines\[0\]: must join two distinct points"),
+        ("width", 640.5, "width: must be an integer, got 640.5"),
     ],
 )
 def test_config_errors_name_the_field_and_limit(field: str, value: object, match: str) -> None:

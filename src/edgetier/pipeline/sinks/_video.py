@@ -13,14 +13,15 @@ import logging
 import queue
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgetier.pipeline._config import VideoSink
-from edgetier.pipeline._frame import FramePacket
-from edgetier.pipeline._sinks import Sink, SinkContext
+from edgetier.pipeline._frame import Event, FramePacket
+from edgetier.pipeline.sinks._base import Sink, SinkContext
+from edgetier.pipeline.sinks._configs import VideoSink
 
 log = logging.getLogger("edgetier.pipeline")
 
@@ -48,6 +49,9 @@ class Video(Sink):
 
         self._boxes = sv.BoxAnnotator(thickness=2)
         self._labels = sv.LabelAnnotator(text_scale=0.4, text_padding=2)
+
+    async def handle(self, events: list[Event]) -> None:
+        """Events are not drawn: the frames carry what the video shows."""
 
     def codec(self) -> str:
         import av
@@ -128,6 +132,9 @@ class _VideoWriter:
         self._gave_up = False
         self._last_pts = -1
         self._t0_s = 0.0
+        self._rate: Fraction | None = None if self.cfg.fps is None else _rate_of(self.cfg.fps)
+        self._first: FramePacket | None = None  # held until the second gives the rate
+        self._origin_s: float | None = None  # media time of the first frame written
         self._thread = threading.Thread(
             target=self._run, name=f"video-{sink.name}-{stream_id}", daemon=True
         )
@@ -179,6 +186,9 @@ class _VideoWriter:
             if frame is None:
                 break
             self._write(frame)
+        if self._first is not None:  # a one-frame stream: no second frame gives the rate
+            self._rate = self._rate or DEFAULT_RATE
+            self._write(self._first)
         if self._container is not None:
             try:
                 for packet in self._stream.encode(None):
@@ -204,12 +214,13 @@ class _VideoWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             container = av.open(str(path), mode="w")
         try:
-            stream: Any = container.add_stream(codec, rate=round(self.cfg.fps))
+            assert self._rate is not None
+            stream: Any = container.add_stream(codec, rate=self._rate)
             stream.width, stream.height = width, height
             stream.pix_fmt = "yuv420p"
             if self.sink.live:
                 # a reader that joins mid-stream waits at most a second for a key frame
-                stream.codec_context.gop_size = max(1, round(self.cfg.fps))
+                stream.codec_context.gop_size = max(1, round(self._rate))
                 if codec == "libx264":
                     stream.options = {"tune": "zerolatency", "preset": "veryfast"}
                 container.start_encoding()  # connects: ANNOUNCE, SETUP, RECORD
@@ -227,15 +238,47 @@ class _VideoWriter:
             stream.codec_context.name,
         )
 
-    def _pts(self) -> int:
-        if self.sink.live:  # the wall clock, so that a live reader plays at capture pace
-            pts = round((time.monotonic() - self._t0_s) * round(self.cfg.fps))
-            self._last_pts = max(pts, self._last_pts + 1)
+    def _pts(self, frame: FramePacket) -> int:
+        """Live: the wall clock, so that a reader plays at capture pace. Files: the frame's
+        own media time, so the video lasts as long as its source whatever was skipped."""
+        assert self._rate is not None
+        if self.sink.live:
+            pts = round((time.monotonic() - self._t0_s) * self._rate)
         else:
-            self._last_pts += 1
+            if self._origin_s is None:
+                self._origin_s = frame.meta.media_ts_s
+            pts = round((frame.meta.media_ts_s - self._origin_s) * self._rate)
+        self._last_pts = max(pts, self._last_pts + 1)
         return self._last_pts
 
+    def _settle_rate(self, frame: FramePacket) -> list[FramePacket]:
+        """The frames ready to write: the first one waits for the second, whose media
+        time tells the source's frame rate (when the config gives none)."""
+        if self._rate is not None:
+            return [frame]
+        if self._first is None:
+            self._first = frame
+            return []
+        first, self._first = self._first, None
+        step_s = frame.meta.media_ts_s - first.meta.media_ts_s
+        self._rate = _rate_of(1.0 / step_s) if step_s > 0 else DEFAULT_RATE
+        log.info(
+            "video %s: stream %s at the source's rate, %.3g fps",
+            self.sink.name,
+            self.stream_id,
+            float(self._rate),
+        )
+        return [first, frame]
+
     def _write(self, frame: FramePacket) -> None:
+        if self._container is None and not self._gave_up:
+            ready = self._settle_rate(frame)
+        else:
+            ready = [frame]
+        for item in ready:
+            self._write_one(item)
+
+    def _write_one(self, frame: FramePacket) -> None:
         import av
 
         if self._gave_up or (self._container is None and time.monotonic() < self._retry_at_s):
@@ -262,7 +305,7 @@ class _VideoWriter:
 
                 image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            video_frame.pts = self._pts()
+            video_frame.pts = self._pts(frame)
             for packet in self._stream.encode(video_frame):
                 self._container.mux(packet)
             self.written += 1
@@ -308,3 +351,12 @@ class _VideoWriter:
         if container is not None:
             with contextlib.suppress(Exception):
                 container.close()
+
+
+DEFAULT_RATE = Fraction(25)
+"""Frame rate of a video whose source gives none (a single frame)."""
+
+
+def _rate_of(fps: float) -> Fraction:
+    """A frame rate as the encoder wants it: 29.97 -> 30000/1001, 10.0 -> 10."""
+    return Fraction(fps).limit_denominator(1001)

@@ -5,8 +5,8 @@ precision/recall curve, as PASCAL VOC 2010+ and COCO's per-threshold AP do it) a
 mean. Tracking: ByteTrack (`trackers.ByteTrackTracker`) on the detector's boxes, scored
 with motmetrics (MOTA, IDF1, identity switches) against the exact ground truth.
 
-    python -m edgetier.pipeline._quality            # shipped detector, held-out seeds
-    python -m edgetier.pipeline._quality --model my.onnx --scenes 2 --json out.json
+    python -m edgetier.synthetic evaluate            # shipped detector, held-out seeds
+    python -m edgetier.synthetic evaluate --model my.onnx --scenes 2 --json out.json
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetier.pipeline._synthetic import (
+from edgetier.synthetic._scene import (
     CLASS_NAMES,
     PEDESTRIAN,
     VEHICLE,
@@ -187,7 +187,7 @@ class OnnxDetector:
         import onnxruntime as ort
         import yaml
 
-        from edgetier.pipeline._preprocess import Letterboxer
+        from edgetier.pipeline import Letterboxer
 
         card = yaml.safe_load(Path(path).with_suffix(".yaml").read_text(encoding="utf-8"))
         h, w = card["input_size"]
@@ -201,7 +201,7 @@ class OnnxDetector:
         self, image: np.ndarray, *, confidence: float, iou_threshold: float = 0.5
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (xyxy, frame pixels), scores and class ids of one RGB frame."""
-        from edgetier.pipeline._yolo import decode_yolo
+        from edgetier.pipeline import decode_yolo
 
         info = self.letterbox(image, self._input[0])
         out = self.session.run(None, {"images": self._input})[0][0]
@@ -225,7 +225,7 @@ class ColourEval:
         self.correct = self.total = 0
 
     def update(self, image: np.ndarray, truth: GroundTruth) -> None:
-        from edgetier.pipeline._preprocess import resize_crops_into
+        from edgetier.pipeline import resize_crops_into
 
         rows = np.flatnonzero((truth.class_id == VEHICLE) & (truth.visibility >= 0.6))
         if not len(rows):
@@ -354,10 +354,10 @@ def _machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgetier.pipeline._models import package_models_dir
+    from edgetier.pipeline import package_models_dir
 
     parser = argparse.ArgumentParser(
-        prog="python -m edgetier.pipeline._quality",
+        prog="python -m edgetier.synthetic evaluate",
         description="mAP@0.5 and MOTA / IDF1 of a detector on held-out synthetic scenes.",
     )
     parser.add_argument("--model", type=Path, default=package_models_dir() / "detector.onnx")
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for c in configs
         ],
-        "command": "python -m edgetier.pipeline._quality " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m edgetier.synthetic evaluate " + " ".join(argv or sys.argv[1:]),
         "date": dt.date.today().isoformat(),
         "machine": _machine(),
     }

@@ -5,8 +5,8 @@ nothing is stored and nothing overfits): the detector (vehicle, pedestrian, plat
 the YOLOv8 output layout) and the vehicle-colour classifier for the cascade. Each ONNX file
 gets a YAML sidecar (:class:`ModelCard`) with class names, input size and how it was made.
 
-    python -m edgetier.pipeline._train --out src/edgetier/pipeline/models
-    python -m edgetier.pipeline._train --out build/models --tiny  # seconds, for tests
+    python -m edgetier.synthetic train --out src/edgetier/pipeline/models
+    python -m edgetier.synthetic train --out build/models --tiny  # seconds, for tests
 
 torch is imported inside the functions that need it (`pip install 'edgetier[train]'`).
 """
@@ -29,7 +29,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from edgetier.errors import ConfigError, MissingExtraError
-from edgetier.pipeline._synthetic import (
+from edgetier.pipeline import Letterboxer
+from edgetier.synthetic._scene import (
     CLASS_NAMES,
     COLOUR_NAMES,
     VEHICLE,
@@ -40,10 +41,10 @@ from edgetier.pipeline._synthetic import (
 if TYPE_CHECKING:
     import torch
 
-    from edgetier.pipeline._nets import ColourNet, TinyDetector
+    from edgetier.synthetic._nets import ColourNet, TinyDetector
 
 Progress = Callable[[str], None]
-REBUILD_COMMAND = "python -m edgetier.pipeline._train --out src/edgetier/pipeline/models"
+REBUILD_COMMAND = "python -m edgetier.synthetic train --out src/edgetier/pipeline/models"
 PAD_VALUE = 114
 COLOUR_INPUT = 64
 
@@ -134,19 +135,6 @@ _SIZES = ((640, 360), (1280, 720), (960, 540), (640, 480))
 _SIZE_P = (0.45, 0.25, 0.15, 0.15)
 
 
-def letterbox(image: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, float, int, int]:
-    """Fit `image` into an H x W grey canvas, centred, as the pipeline's preprocessing does."""
-    h, w = image.shape[:2]
-    scale = min(hw[0] / h, hw[1] / w)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    left, top = (hw[1] - nw) // 2, (hw[0] - nh) // 2
-    canvas = np.full((*hw, 3), PAD_VALUE, dtype=np.uint8)
-    canvas[top : top + nh, left : left + nw] = (
-        image if (nh, nw) == (h, w) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    )
-    return canvas, scale, left, top
-
-
 def random_scenes(rng: np.random.Generator, frames_per_scene: int) -> Iterator[Any]:
     """Frames of random scenes (sizes, crowds, seeds), `frames_per_scene` from each."""
     while True:
@@ -183,34 +171,43 @@ def _area(boxes: np.ndarray) -> np.ndarray:
 def _crop(
     rng: np.random.Generator, image: np.ndarray, boxes: np.ndarray, hw: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A random crop; boxes are clipped to it and kept while a quarter of them remains
-    (the rule the scenes use at the frame edge). Returns the crop, boxes, kept mask."""
-    y0 = int(rng.integers(0, image.shape[0] - hw[0] + 1))
-    x0 = int(rng.integers(0, image.shape[1] - hw[1] + 1))
+    """A random crop of a [3, H, W] image; boxes are clipped to it and kept while a quarter
+    of them remains (the rule the scenes use at the frame edge). Returns the crop, boxes,
+    kept mask."""
+    y0 = int(rng.integers(0, image.shape[1] - hw[0] + 1))
+    x0 = int(rng.integers(0, image.shape[2] - hw[1] + 1))
     shifted = boxes - np.array([x0, y0, x0, y0], np.float32)
     clipped = np.clip(shifted, 0, [hw[1], hw[0], hw[1], hw[0]]).astype(np.float32)
     keep = _area(clipped) >= 0.25 * np.maximum(_area(shifted), 1e-6)
-    return image[y0 : y0 + hw[0], x0 : x0 + hw[1]], clipped, keep
+    return image[:, y0 : y0 + hw[0], x0 : x0 + hw[1]], clipped, keep
 
 
 def detector_batches(
     rng: np.random.Generator, config: TrainConfig
 ) -> Iterator[tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]]:
-    """Batches of letterboxed (and cropped) images [B, 3, H, W] float32, boxes, classes."""
+    """Batches of letterboxed (and cropped) images [B, 3, H, W] float32, boxes, classes.
+
+    Frames go through the pipeline's own Letterboxer, so what the detector learns on is
+    exactly what it is served.
+    """
     frames = random_scenes(rng, config.frames_per_scene)
     hw = config.crop_hw or config.input_hw
+    letterbox = Letterboxer(*config.input_hw, pad_value=PAD_VALUE)
+    full = np.empty((3, *config.input_hw), dtype=np.float32)
     while True:
         images = np.empty((config.batch_size, 3, *hw), dtype=np.float32)
         boxes, classes = [], []
         for b in range(config.batch_size):
             frame = next(frames)
-            canvas, scale, left, top = letterbox(_jitter(rng, frame.image), config.input_hw)
-            xyxy = frame.truth.boxes_xyxy * scale + np.array([left, top, left, top], np.float32)
+            placed = letterbox(_jitter(rng, frame.image), full)
+            offset = np.array([placed.pad_x, placed.pad_y] * 2, np.float32)
+            xyxy = frame.truth.boxes_xyxy * np.float32(placed.scale) + offset
             cls = frame.truth.class_id
+            image = full
             if config.crop_hw:
-                canvas, xyxy, keep = _crop(rng, canvas, xyxy, config.crop_hw)
+                image, xyxy, keep = _crop(rng, full, xyxy, config.crop_hw)
                 xyxy, cls = xyxy[keep], cls[keep]
-            images[b] = canvas.transpose(2, 0, 1) / np.float32(255.0)
+            images[b] = image
             ok = (xyxy[:, 2] - xyxy[:, 0] >= 2) & (xyxy[:, 3] - xyxy[:, 1] >= 2)
             boxes.append(xyxy[ok])
             classes.append(cls[ok])
@@ -310,7 +307,7 @@ def detector_loss(
     torch = _torch()
     from torch.nn import functional as F
 
-    from edgetier.pipeline._nets import flatten, grid_points, ltrb_of
+    from edgetier.synthetic._nets import flatten, grid_points, ltrb_of
 
     points, strides = grid_points(levels)
     raw = flatten(levels)  # [N, 4 + C, A]
@@ -348,7 +345,7 @@ def _say(message: str) -> None:
 
 def train_detector(config: TrainConfig, progress: Progress = _say) -> TinyDetector:
     torch = _torch()
-    from edgetier.pipeline._nets import TinyDetector
+    from edgetier.synthetic._nets import TinyDetector
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -385,7 +382,7 @@ def train_colour(config: TrainConfig, progress: Progress = _say) -> ColourNet:
     torch = _torch()
     from torch.nn import functional as F
 
-    from edgetier.pipeline._nets import ColourNet
+    from edgetier.synthetic._nets import ColourNet
 
     torch.manual_seed(config.seed + 1)
     torch.set_num_threads(config.threads)
@@ -566,7 +563,7 @@ def build_models(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edgetier.pipeline._train",
+        prog="python -m edgetier.synthetic train",
         description="Train the synthetic-scene detector and colour classifier; export ONNX.",
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for the ONNX files")

@@ -1,0 +1,79 @@
+"""Tools outside the running path: synthetic road scenes with exact ground truth, the
+training of the shipped pipeline models on them, and their quality evaluation.
+
+    scene = SyntheticScene(SceneConfig(duration_s=5.0, seed=7))
+    write_video(scene, Path("road.mp4"))
+    python -m edgetier.synthetic train --out build/models --tiny
+
+The scene generator needs OpenCV (the ``video`` extra); training needs torch (``train``).
+The pipeline's ``synthetic`` source calls the generator; nothing else of the running node
+imports this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from edgetier.synthetic._config import DEFAULT_LINES, SceneConfig
+
+if TYPE_CHECKING:
+    from edgetier.synthetic._quality import evaluate, held_out_scenes
+    from edgetier.synthetic._scene import (
+        CLASS_NAMES,
+        COLOUR_NAMES,
+        Crossing,
+        GroundTruth,
+        SyntheticFrame,
+        SyntheticScene,
+        line_crossings,
+        write_video,
+    )
+    from edgetier.synthetic._train import ModelCard, TrainConfig, build_models
+
+__all__ = [
+    "CLASS_NAMES",
+    "COLOUR_NAMES",
+    "DEFAULT_LINES",
+    "Crossing",
+    "GroundTruth",
+    "ModelCard",
+    "SceneConfig",
+    "SyntheticFrame",
+    "SyntheticScene",
+    "TrainConfig",
+    "build_models",
+    "evaluate",
+    "held_out_scenes",
+    "line_crossings",
+    "write_video",
+]
+
+_WHERE = {
+    "CLASS_NAMES": "_scene",
+    "COLOUR_NAMES": "_scene",
+    "Crossing": "_scene",
+    "GroundTruth": "_scene",
+    "SyntheticFrame": "_scene",
+    "SyntheticScene": "_scene",
+    "line_crossings": "_scene",
+    "write_video": "_scene",
+    "ModelCard": "_train",
+    "TrainConfig": "_train",
+    "build_models": "_train",
+    "evaluate": "_quality",
+    "held_out_scenes": "_quality",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgetier.synthetic' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"edgetier.synthetic.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
