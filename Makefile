@@ -16,10 +16,10 @@ $(BIN)/python:
 venv: $(BIN)/python
 
 install: venv
-	$(PIP) -e '.[video]'
+	$(PIP) -e '.[video,bench]'
 
 install-test: venv
-	$(PIP) -e '.[video,test]'
+	$(PIP) -e '.[video,bench,test]'
 
 # Debian packages the integration tests start themselves: the MQTT broker and an RTSP
 # relay (rtsp-server-perl); only the missing ones are installed. The relay's packaged
@@ -104,8 +104,8 @@ bench-docs:
 # on the CPU, then measure their quality on held-out scenes (docs/pipeline-models.md).
 models: venv
 	$(PIP) -e '.[video,train]'
-	$(BIN)/python -m edgetier.pipeline._train --out src/edgetier/pipeline/models
-	$(BIN)/python -m edgetier.pipeline._quality --json benchmarks/results/pipeline-quality.json
+	$(BIN)/python -m edgetier.synthetic train --out src/edgetier/pipeline/models
+	$(BIN)/python -m edgetier.synthetic evaluate --json benchmarks/results/pipeline-quality.json
 
 clean:
 	rm -rf $(VENV) var build dist .pytest_cache .mypy_cache .ruff_cache

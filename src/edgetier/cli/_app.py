@@ -6,12 +6,39 @@ functions, so that `edgetier --help` stays instant.
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from edgetier import __version__
 from edgetier.cli import _bench, _hw, _model, _pipeline, _serve
 
+
+class _Group(TyperGroup):
+    """Runs every command; a missing optional dependency ends it with the install command
+    instead of a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        from edgetier.errors import MissingExtraError
+        from edgetier.extras import missing_extra
+
+        try:
+            return super().invoke(ctx)
+        except MissingExtraError as exc:
+            error: MissingExtraError | None = exc
+        except ModuleNotFoundError as exc:
+            error = missing_extra(exc)
+            if error is None:
+                raise
+        assert error is not None
+        command = " ".join(filter(None, [ctx.command_path, ctx.invoked_subcommand]))
+        typer.echo(f"error: {command}: {error.message}", err=True)
+        raise typer.Exit(3)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="edgetier",
     help="AI inference on GPU edge nodes: serve models, run pipelines, benchmark, probe hardware.",
     no_args_is_help=True,

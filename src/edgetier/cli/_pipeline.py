@@ -23,8 +23,15 @@ def _load(path: Path) -> Any:
 
 @app.command("validate")
 def validate(file: Path = typer.Argument(..., help="Pipeline YAML file.")) -> None:
-    """Check a pipeline file against the schema; errors name the field and what is allowed."""
+    """Check a pipeline file against the schema and that its input files exist; errors name
+    the field and what is allowed."""
     config = _load(file)
+    problems = config.problems(file.parent)
+    if problems:
+        typer.echo(f"{file}: {len(problems)} source(s) cannot be read", err=True)
+        for problem in problems:
+            typer.echo(f"  {file}: {problem}", err=True)
+        raise typer.Exit(2)
     streams = sum(getattr(s, "count", 1) for s in config.sources)
     typer.echo(
         f"{file}: valid: pipeline {config.name!r}, {streams} stream(s), "
@@ -92,6 +99,11 @@ def _run(
     from edgetier.pipeline import Pipeline
 
     config = _load(file)
+    problems = config.problems(file.parent)
+    if problems:
+        for problem in problems:
+            typer.echo(f"{file}: {problem}", err=True)
+        raise typer.Exit(2)
     try:
         pipeline = Pipeline(config, base_dir=file.parent, state_dir=state_dir)
     except EdgeTierError as exc:
@@ -135,3 +147,8 @@ def _run(
         )
         err = f", last error: {st.last_error}" if st.last_error else ""
         console.print(f"{sid}: {st.frames_out} frames, {st.dropped} dropped{lat}{err}")
+    failed = {sid: st.failed for sid, st in stats.items() if st.failed}
+    if failed:
+        for sid, reason in failed.items():
+            typer.echo(f"{file}: stream {sid} failed: {reason}", err=True)
+        raise typer.Exit(1)

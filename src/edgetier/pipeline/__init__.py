@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from edgetier.extras import missing_extra
 from edgetier.pipeline import sinks as sinks
 from edgetier.pipeline._config import (
     EVENT_KINDS,
@@ -113,7 +114,6 @@ _WHERE = {
     "decode_yolo": "_yolo",
     "nms": "_yolo",
 }
-_EXTRAS = {"cv2": "video", "av": "video", "supervision": "video", "trackers": "video"}
 
 
 def __getattr__(name: str) -> Any:
@@ -123,12 +123,7 @@ def __getattr__(name: str) -> Any:
     try:
         loaded = importlib.import_module(f"edgetier.pipeline.{module}")
     except ModuleNotFoundError as exc:
-        extra = _EXTRAS.get((exc.name or "").partition(".")[0])
-        if extra is None:
-            raise
-        from edgetier.errors import MissingExtraError
-
-        raise MissingExtraError(exc.name or module, extra) from exc
+        raise missing_extra(exc) or exc from exc
     value = getattr(loaded, name)
     globals()[name] = value
     return value

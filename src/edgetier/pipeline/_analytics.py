@@ -13,7 +13,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from matplotlib.path import Path as PolygonPath
 
 Point = tuple[float, float]
 
@@ -25,6 +24,20 @@ def anchor_points(xyxy: np.ndarray, anchor: str) -> np.ndarray:
     return np.stack([x, y], axis=1) if len(xyxy) else np.empty((0, 2))
 
 
+def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Which of ``points`` ([N, 2]) lie inside ``polygon`` ([K, 2]), by the even-odd rule."""
+    if not len(points):
+        return np.empty(0, bool)
+    x, y = points[:, :1], points[:, 1:2]
+    xi, yi = polygon[:, 0], polygon[:, 1]
+    xj, yj = np.roll(xi, 1), np.roll(yi, 1)
+    straddles = (yi > y) != (yj > y)  # the edge spans the point's height
+    dy = np.where(yj == yi, 1.0, yj - yi)  # only used where the edge straddles (dy != 0)
+    x_cross = xi + (xj - xi) * (y - yi) / dy
+    inside: np.ndarray = (np.count_nonzero(straddles & (x < x_cross), axis=1) % 2) == 1
+    return inside
+
+
 def _cross(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
     cross: np.ndarray = (b[0] - a[0]) * (p[..., 1] - a[1]) - (b[1] - a[1]) * (p[..., 0] - a[0])
     return cross
@@ -32,16 +45,32 @@ def _cross(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 @dataclass
 class LineCounter:
-    """Counts tracks whose reference point crosses the segment start-end."""
+    """Counts tracks whose reference point crosses the segment start-end.
+
+    It remembers each track's last side; a track unseen for ``forget_after`` updates
+    (frames) is forgotten, so memory follows the tracks in view, not every id a stream
+    ever had (a tracker drops a lost track long before that).
+    """
 
     start: Point
     end: Point
     count_in: int = 0
     count_out: int = 0
-    _last: dict[int, tuple[float, np.ndarray]] = field(default_factory=dict)
+    forget_after: int = 300
+    _last: dict[int, tuple[float, np.ndarray, int]] = field(default_factory=dict)
+    _updates: int = 0
+
+    @property
+    def tracked(self) -> int:
+        """Tracks whose side is remembered."""
+        return len(self._last)
 
     def update(self, track_ids: np.ndarray, points: np.ndarray) -> list[tuple[int, str]]:
         """Feed one frame's tracks; returns (track id, 'in' | 'out') for each crossing."""
+        self._updates += 1
+        now = self._updates
+        if now % 32 == 0:
+            self._forget_older_than(now - self.forget_after)
         a, b = np.asarray(self.start, float), np.asarray(self.end, float)
         sides = np.sign(_cross(a, b, points)) if len(points) else np.empty(0)
         crossings: list[tuple[int, str]] = []
@@ -51,7 +80,7 @@ class LineCounter:
             prev = self._last.get(tid)
             if side == 0:  # on the line: keep the side it came from
                 if prev is not None:
-                    self._last[tid] = (prev[0], point)
+                    self._last[tid] = (prev[0], point, now)
                 continue
             if prev is not None and prev[0] != side and self._segment_hits(a, b, prev[1], point):
                 direction = "in" if side < 0 else "out"
@@ -60,7 +89,7 @@ class LineCounter:
                 else:
                     self.count_out += 1
                 crossings.append((tid, direction))
-            self._last[tid] = (side, point)
+            self._last[tid] = (side, point, now)
         return crossings
 
     @staticmethod
@@ -70,8 +99,8 @@ class LineCounter:
         s_b = _cross(p0, p1, b)
         return bool(s_a * s_b <= 0)
 
-    def forget(self, keep: set[int]) -> None:
-        for tid in [t for t in self._last if t not in keep]:
+    def _forget_older_than(self, update: int) -> None:
+        for tid in [t for t, (_, _, seen) in self._last.items() if seen < update]:
             del self._last[tid]
 
 
@@ -84,7 +113,7 @@ class ZoneMonitor:
     _inside: dict[int, list[float]] = field(default_factory=dict)  # tid -> [enter, last seen]
 
     def __post_init__(self) -> None:
-        self._path = PolygonPath(np.asarray(self.polygon, float))
+        self._polygon = np.asarray(self.polygon, float)
 
     @property
     def occupancy(self) -> int:
@@ -94,7 +123,7 @@ class ZoneMonitor:
         self, track_ids: np.ndarray, points: np.ndarray, ts_s: float
     ) -> tuple[list[int], list[tuple[int, float]]]:
         """Returns (tracks that entered, [(track, dwell_s)] of tracks that left)."""
-        inside = self._path.contains_points(points) if len(points) else np.empty(0, bool)
+        inside = points_in_polygon(points, self._polygon)
         seen = {int(t) for t in track_ids.tolist() if t >= 0}
         entered: list[int] = []
         left: list[tuple[int, float]] = []

@@ -9,14 +9,20 @@ at once, each line naming the file, the field path, the value and the limit.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import re
 import socket
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import ConfigDict, Field, model_validator
 
-from edgetier.config import ConfigModel, FieldError, load_file, validate
+from edgetier.config import ConfigModel, FieldError, read_yaml, validate
+from edgetier.errors import ConfigError
 from edgetier.pipeline._registry import Registry
 from edgetier.synthetic._config import SceneConfig
 
@@ -38,6 +44,7 @@ __all__ = [
     "register_sink",
     "register_source",
     "register_stage",
+    "user_modules_from",
 ]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -325,6 +332,11 @@ class PipelineConfig(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     version: Literal[1] = 1
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules imported before the rest of the file is read: they register "
+        "sources, stages and sinks (found next to the file or on the Python path)",
+    )
     name: str = Field(pattern=ID_PATTERN)
     node: str | None = Field(None, pattern=ID_PATTERN, description="default: the host name")
     max_in_flight: int = Field(4, ge=1, le=64, description="frames per stream in the stages")
@@ -414,14 +426,59 @@ def resolve_path(path: str, base_dir: Path) -> Path:
     return p if p.is_absolute() else base_dir / p
 
 
-def parse_pipeline(data: Any, *, source: str = "<pipeline>") -> PipelineConfig:
-    """Validate already-parsed YAML/JSON; raises ConfigError naming `source` and the field."""
+def parse_pipeline(
+    data: Any, *, source: str = "<pipeline>", base_dir: Path | None = None
+) -> PipelineConfig:
+    """Validate already-parsed YAML/JSON; raises ConfigError naming `source` and the field.
+
+    The modules listed under ``plugins`` are imported first (from ``base_dir`` or the
+    Python path), so the kinds they register are known when the rest is validated.
+    """
+    if isinstance(data, dict):
+        import_plugins(data.get("plugins"), source=source, base_dir=base_dir)
     return validate(PipelineConfig, data, source=source, what="pipeline file")
 
 
 def load_pipeline(path: str | Path) -> PipelineConfig:
     """Read and validate a pipeline YAML file (every error at once)."""
-    return load_file(Path(path), PipelineConfig, what="pipeline file")
+    path = Path(path)
+    return parse_pipeline(
+        read_yaml(path, what="pipeline file"), source=str(path), base_dir=path.parent
+    )
+
+
+def import_plugins(modules: Any, *, source: str, base_dir: Path | None) -> None:
+    """Import the ``plugins`` of a pipeline file; a failure is a ConfigError naming it."""
+    if not isinstance(modules, list):
+        return  # validation reports the type
+    for i, name in enumerate(modules):
+        if not isinstance(name, str):
+            continue
+        try:
+            import_user_module(name, base_dir)
+        except ImportError as exc:
+            raise ConfigError(f"{source}: plugins[{i}]: cannot import {name!r}: {exc}") from None
+
+
+def import_user_module(name: str, base_dir: Path | None) -> ModuleType:
+    """Import a user's module, looking in ``base_dir`` (the pipeline file's folder) first."""
+    with user_modules_from(base_dir):
+        return importlib.import_module(name)
+
+
+@contextlib.contextmanager
+def user_modules_from(base_dir: Path | None) -> Iterator[None]:
+    """Within the block, user modules are found in ``base_dir`` before the Python path."""
+    if base_dir is None:
+        yield
+        return
+    folder = str(Path(base_dir).resolve())
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
 
 
 _SOURCES = "edgetier.pipeline._sources"

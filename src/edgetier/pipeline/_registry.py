@@ -26,6 +26,7 @@ from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import CoreSchema, core_schema
 
 from edgetier.errors import ConfigError, MissingExtraError
+from edgetier.extras import missing_extra
 
 __all__ = ["Plugin", "Registry"]
 
@@ -91,7 +92,10 @@ class Registry(Generic[T]):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if plugin.extra is None:
+            known = missing_extra(exc)
+            if known is not None:
+                raise known from exc
+            if plugin.extra is None or exc.name == module_name:
                 raise
             raise MissingExtraError(exc.name or module_name, plugin.extra) from exc
         loaded: type[T] = getattr(module, attr)

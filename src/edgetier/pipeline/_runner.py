@@ -27,6 +27,7 @@ from edgetier.pipeline._config import (
     ModelStageConfig,
     PipelineConfig,
     load_pipeline,
+    user_modules_from,
 )
 from edgetier.pipeline._decode import RawFrame
 from edgetier.pipeline._frame import Event, FrameMeta, FramePacket
@@ -110,7 +111,8 @@ class Pipeline:
                 info = inspect_model(path)
                 runner = await asyncio.to_thread(ModelRunner, cfg.id, info, cfg)
                 self.runners[cfg.id] = runner
-        self.stages = [build_stage(cfg, self.runners) for cfg in self.config.stages]
+        with user_modules_from(self.base_dir):  # a python stage's module may sit beside the file
+            self.stages = [build_stage(cfg, self.runners) for cfg in self.config.stages]
         analytics = [s for s in self.config.stages if isinstance(s, AnalyticsStage)]
         ctx = SinkContext(
             node=self.node,

@@ -49,32 +49,32 @@ class Source(ABC):
 
     ``open`` is called on the stream's reader thread and yields decoded RGB frames
     (:class:`RawFrame`: an HxWx3 uint8 image and its media time in seconds); it raises
-    when the stream cannot be read. A live source (``config.live``) that ends or fails is
+    when the stream cannot be read. A live source (``cfg.live``) that ends or fails is
     opened again with the back-off of its ``reconnect`` field, when it has one.
     """
 
-    def __init__(self, config: SourceConfig, *, base_dir: Path) -> None:
-        self.config = config
+    def __init__(self, cfg: SourceConfig, *, base_dir: Path) -> None:
+        self.cfg = cfg
         self.base_dir = base_dir
 
     def stream_ids(self) -> list[str]:
         """The ids of the streams this entry gives (one, unless it makes several)."""
-        return [self.config.id]
+        return [self.cfg.id]
 
     def describe(self, stream_id: str) -> str:
         """How log lines and events name the stream."""
-        return f"{self.config.kind} source {stream_id!r}"
+        return f"{self.cfg.kind} source {stream_id!r}"
 
     @property
     def reconnect(self) -> ReconnectConfig | None:
         """Back-off between reopenings (live sources); None ends the stream on a failure."""
-        value = getattr(self.config, "reconnect", None)
-        return value if self.config.live and isinstance(value, ReconnectConfig) else None
+        value = getattr(self.cfg, "reconnect", None)
+        return value if self.cfg.live and isinstance(value, ReconnectConfig) else None
 
     @property
     def loop(self) -> bool:
         """Start again from the beginning at the end (files and folders with ``loop``)."""
-        return bool(getattr(self.config, "loop", False))
+        return bool(getattr(self.cfg, "loop", False))
 
     @abstractmethod
     def open(self, stream_id: str) -> Iterator[RawFrame]:
@@ -195,26 +195,26 @@ def build_streams(
 class FileFrames(Source):
     """A video file, decoded by PyAV (hardware decoders where the config asks and they work)."""
 
-    config: FileSource
+    cfg: FileSource
 
     def describe(self, stream_id: str) -> str:
-        return f"file source {stream_id!r} ({resolve_path(self.config.path, self.base_dir)})"
+        return f"file source {stream_id!r} ({resolve_path(self.cfg.path, self.base_dir)})"
 
     def open(self, stream_id: str) -> Iterator[RawFrame]:
-        path = resolve_path(self.config.path, self.base_dir)
-        return pyav_frames(str(path), label=stream_id, preference=self.config.decoder)
+        path = resolve_path(self.cfg.path, self.base_dir)
+        return pyav_frames(str(path), label=stream_id, preference=self.cfg.decoder)
 
 
 class StreamFrames(Source):
     """An RTSP or HTTP(S) stream read through FFmpeg."""
 
-    config: StreamSource
+    cfg: StreamSource
 
     def describe(self, stream_id: str) -> str:
-        return f"{self.config.kind} source {stream_id!r} ({self.config.url})"
+        return f"{self.cfg.kind} source {stream_id!r} ({self.cfg.url})"
 
     def open(self, stream_id: str) -> Iterator[RawFrame]:
-        cfg = self.config
+        cfg = self.cfg
         options: dict[str, str] = (
             {"rtsp_transport": cfg.rtsp_transport} if cfg.kind == "rtsp" else {}
         )
@@ -231,13 +231,13 @@ class StreamFrames(Source):
 class V4L2Frames(Source):
     """A Video4Linux2 camera through FFmpeg's v4l2 input."""
 
-    config: V4L2Source
+    cfg: V4L2Source
 
     def describe(self, stream_id: str) -> str:
-        return f"v4l2 source {stream_id!r} ({self.config.device})"
+        return f"v4l2 source {stream_id!r} ({self.cfg.device})"
 
     def open(self, stream_id: str) -> Iterator[RawFrame]:
-        cfg = self.config
+        cfg = self.cfg
         options: dict[str, str] = {}
         if cfg.width and cfg.height:
             options["video_size"] = f"{cfg.width}x{cfg.height}"
@@ -256,14 +256,14 @@ class V4L2Frames(Source):
 class ImageFolderFrames(Source):
     """The images of a folder, in name order; unreadable ones are skipped."""
 
-    config: ImageFolderSource
+    cfg: ImageFolderSource
 
     def describe(self, stream_id: str) -> str:
-        folder = resolve_path(self.config.path, self.base_dir)
+        folder = resolve_path(self.cfg.path, self.base_dir)
         return f"image folder source {stream_id!r} ({folder})"
 
     def open(self, stream_id: str) -> Iterator[RawFrame]:
-        cfg = self.config
+        cfg = self.cfg
         folder = resolve_path(cfg.path, self.base_dir)
         return image_folder_frames(folder, cfg.pattern, cfg.fps, label=stream_id)
 
@@ -271,10 +271,10 @@ class ImageFolderFrames(Source):
 class SyntheticFrames(Source):
     """Synthetic road scenes (:mod:`edgetier.synthetic`); ``count`` streams, one seed each."""
 
-    config: SyntheticSource
+    cfg: SyntheticSource
 
     def stream_ids(self) -> list[str]:
-        cfg = self.config
+        cfg = self.cfg
         return [cfg.id] if cfg.count == 1 else [f"{cfg.id}-{i}" for i in range(cfg.count)]
 
     def describe(self, stream_id: str) -> str:
@@ -282,15 +282,15 @@ class SyntheticFrames(Source):
 
     def _seed(self, stream_id: str) -> int:
         index = self.stream_ids().index(stream_id)
-        return self.config.scene.seed + self.config.seed + index
+        return self.cfg.scene.seed + self.cfg.seed + index
 
     def open(self, stream_id: str) -> Iterator[RawFrame]:
         from edgetier.synthetic import SyntheticScene
 
-        scene_config = self.config.scene.model_copy(update={"seed": self._seed(stream_id)})
+        scene_config = self.cfg.scene.model_copy(update={"seed": self._seed(stream_id)})
         scene = SyntheticScene(scene_config)
         fps = scene_config.fps
-        realtime = self.config.realtime
+        realtime = self.cfg.realtime
         start = time.monotonic()
         for frame in scene:
             if realtime and fps > 0:

@@ -9,19 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def box_iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box against many (vectorised)."""
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)  # np.clip costs more per call
-    area_a = (box[2] - box[0]) * (box[3] - box[1])
-    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    iou: np.ndarray = inter / np.maximum(area_a + area_b - inter, 1e-9)
-    return iou
-
-
 def nms(
     boxes_xyxy: np.ndarray,
     scores: np.ndarray,

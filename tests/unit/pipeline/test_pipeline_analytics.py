@@ -71,3 +71,25 @@ def test_speed_from_pixels_per_metre() -> None:
         speeds.append(est.update(np.array([7]), np.array([[100.0 * t, 0.0]]), t)[0])
     assert np.isnan(speeds[0])
     np.testing.assert_allclose(speeds[-1], 36.0, rtol=1e-6)
+
+
+def test_line_counter_memory_is_bounded_over_10000_track_ids() -> None:
+    """A stream sees a new id every frame; only the recent ones stay remembered."""
+    counter = LineCounter(start=(50, 0), end=(50, 100), forget_after=100)
+    for tid in range(10_000):
+        counter.update(np.array([tid]), np.array([[40.0, 50.0]]))
+    assert counter.tracked <= 100 + 32  # pruned every 32 updates
+    # a track still in view keeps its side and is counted when it crosses
+    counter.update(np.array([9_999]), np.array([[60.0, 50.0]]))
+    assert counter.count_in + counter.count_out == 1
+
+
+def test_zone_polygon_test_matches_the_even_odd_rule() -> None:
+    from edgetier.pipeline._analytics import points_in_polygon
+
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float)
+    notch = np.array([[0, 0], [10, 0], [10, 10], [5, 5], [0, 10]], float)  # concave
+    points = np.array([[5, 2], [5, 8], [-1, 5], [11, 5], [2, 7]], float)
+    assert points_in_polygon(points, square).tolist() == [True, True, False, False, True]
+    assert points_in_polygon(points, notch).tolist() == [True, False, False, False, True]
+    assert points_in_polygon(np.empty((0, 2)), square).shape == (0,)

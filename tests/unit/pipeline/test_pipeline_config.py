@@ -124,3 +124,25 @@ def test_cli_validate_and_graph(tmp_path: Path) -> None:
     assert res.exit_code == 2
     dot = runner.invoke(app, ["pipeline", "graph", str(good), "--format", "dot"])
     assert dot.exit_code == 0 and dot.output.startswith('digraph "p"')
+
+
+def test_validate_and_run_fail_on_a_missing_input_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("name: p\nsources: [{id: cam, kind: file, path: nowhere.mp4}]\n")
+    runner = CliRunner()
+    checked = runner.invoke(app, ["pipeline", "validate", str(missing)])
+    assert checked.exit_code == 2
+    assert f"sources[0].path: {tmp_path / 'nowhere.mp4'} does not exist" in checked.output
+    ran = runner.invoke(app, ["pipeline", "run", str(missing)])
+    assert ran.exit_code == 2
+    assert "does not exist" in ran.output
+
+
+def test_run_exits_1_when_a_stream_fails(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    config = tmp_path / "p.yaml"
+    config.write_text("name: p\nsources: [{id: cam, kind: file, path: broken.mp4}]\n")
+    ran = CliRunner().invoke(app, ["pipeline", "run", str(config)])
+    assert ran.exit_code == 1
+    assert "stream cam failed" in ran.output

@@ -259,3 +259,37 @@ async def test_a_dropped_frame_gives_its_prepared_buffer_back() -> None:
     assert released == [0, 1] and queue.dropped == 2
     last = await queue.get()
     assert last is not None and list(last.prepared) == ["d"]
+
+
+async def test_sinks_get_every_kind_and_boxes_stay_inside_the_frame(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """A jsonl sink with no `kinds` receives the per-frame detections too, and every box
+    it is given (detector and tracker) lies inside the frame."""
+    cfg = parse_pipeline(
+        {
+            "name": "defaults",
+            "sources": [{"id": "cam", "kind": "synthetic", "scene": SCENE}],
+            "stages": [
+                {"id": "d", "kind": "detector", "model": "det.onnx", "confidence": 0.05},
+                {"id": "t", "kind": "tracker", "track_activation_threshold": 0.05},
+            ],
+            "sinks": [{"kind": "jsonl", "path": str(tmp_path / "events.jsonl")}],
+        }
+    )
+    await Pipeline(cfg, base_dir=model_dir, state_dir=tmp_path).run()
+    events = _events(tmp_path / "events.jsonl")
+    kinds = {e["kind"] for e in events}
+    assert {"detections", "source_status"} <= kinds
+    boxes = [o["box"] for e in events if e["kind"] == "detections" for o in e["data"]["objects"]]
+    assert boxes, "the random detector found nothing to check"
+    w, h = SCENE["width"], SCENE["height"]
+    assert all(0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h for x1, y1, x2, y2 in boxes)
+
+
+def test_clip_boxes_clips_in_place() -> None:
+    from edgetier.pipeline import clip_boxes
+
+    boxes = np.array([[-4.2, 10.0, 50.0, 480.9], [5.0, -1.0, 700.0, 20.0]], np.float32)
+    clip_boxes(boxes, 640, 480)
+    assert boxes.tolist() == [[0.0, 10.0, 50.0, 480.0], [5.0, 0.0, 640.0, 20.0]]

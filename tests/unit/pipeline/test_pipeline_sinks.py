@@ -346,3 +346,19 @@ async def test_prometheus_sink_counts_the_frames_it_is_given(tmp_path: Path) -> 
         if s.name == "edgetier_pipeline_latency_seconds_count"
     ]
     assert [(s.labels, s.value) for s in counts] == [({"pipeline": "p", "stream": "cam"}, 7)]
+
+
+async def test_video_file_takes_the_sources_rate_and_lasts_as_long(tmp_path: Path) -> None:
+    """No fps in the config: a 10 FPS source gives a 10 FPS video of the same length."""
+    cfg = VideoSink(kind="video", path=str(tmp_path / "{stream}.mp4"))
+    sink = Video(cfg, _ctx(tmp_path))
+    await sink.start()
+    for frame in _frames(20):  # media times 0.0, 0.1, ... 1.9 s
+        await sink.frame(frame)
+    await sink.stop()
+    with av.open(str(tmp_path / "cam.mp4")) as container:
+        stream = container.streams.video[0]
+        assert float(stream.average_rate) == pytest.approx(10.0, rel=0.01)
+        frames = list(container.decode(video=0))
+    assert len(frames) == 20
+    assert float(frames[-1].pts * frames[-1].time_base) == pytest.approx(1.9, abs=0.01)
