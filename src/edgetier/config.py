@@ -193,7 +193,7 @@ def _tagged_models(annotation: Any) -> tuple[dict[str, Any], bool]:
                 found[str(tag)] = item
         elif typing.get_origin(item) in (typing.Union, types.UnionType, typing.Annotated):
             stack.extend(a for a in typing.get_args(item) if isinstance(a, type) or _is_type(a))
-    return found, len(found) > 1
+    return found, len({id(model) for model in found.values()}) > 1
 
 
 def _registry_of(annotation: Any) -> dict[str, Any] | None:
