@@ -143,11 +143,14 @@ class UnsupportedError(EdgeTierError):
 
 
 class MissingExtraError(EdgeTierError, ImportError):
-    """Raised when an optional dependency is absent; the message gives the install command."""
+    """Raised when an optional dependency is absent; the message gives the install command.
+
+    ``extra`` is one of EdgeTier's extras (``video`` -> ``pip install 'edgetier[video]'``)
+    or, for a plug-in of another package, its own requirement (``my-package[kafka]``).
+    """
 
     def __init__(self, module: str, extra: str) -> None:
-        super().__init__(
-            f"{module} is not installed; install it with: pip install 'edgetier[{extra}]'"
-        )
+        requirement = extra if "[" in extra else f"edgetier[{extra}]"
+        super().__init__(f"{module} is not installed; install it with: pip install '{requirement}'")
         self.module = module
         self.extra = extra
