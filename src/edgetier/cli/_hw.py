@@ -45,10 +45,9 @@ def probe(
     table.add_row("memory", f"{data['memory_bytes'] / 2**30:.1f} GiB")
     for gpu in data["gpus"]:
         mig = f" · MIG {len(gpu['mig_instances'])} instances" if gpu["mig_enabled"] else ""
-        table.add_row(
-            f"gpu {gpu['index']}",
-            f"{gpu['name']} · {gpu['memory_total_bytes'] / 2**30:.0f} GiB{mig}",
-        )
+        mem = gpu["memory_total_bytes"]
+        memory = f"{mem / 2**30:.0f} GiB" if mem is not None else "memory shared (not reported)"
+        table.add_row(f"gpu {gpu['index']}", f"{gpu['name']} · {memory}{mig}")
     if data["jetson"]:
         table.add_row("jetson", f"{data['jetson']['model']} (L4T {data['jetson']['l4t_release']})")
     table.add_row("rapl", ", ".join(data["rapl_zones"]) or "not readable")
@@ -82,7 +81,9 @@ def _top_table(sample: Any) -> Any:
             f"{g.power_w:.0f}/{g.power_limit_w:.0f}" if g.power_w and g.power_limit_w else "-",
             f"{g.temperature_c:.0f}" if g.temperature_c is not None else "-",
             str(g.sm_clock_mhz or "-"),
-            ",".join(r for r in g.throttle_reasons if r != "gpu_idle"),
+            "?"
+            if g.throttle_reasons is None
+            else ",".join(r for r in g.throttle_reasons if r != "gpu_idle"),
         )
     if sample.board_power_w is not None or sample.soc_gpu_percent is not None:
         table.add_row(
