@@ -221,18 +221,6 @@ def thermal_sim(
     )
 
 
-# Sensors that report a constant, not a temperature: Jetson's PMIC reads 100 C always and
-# powered-off sensors on Orin read -256 C. The governor skips them unless named.
-_PLACEHOLDER_ZONES = frozenset({"PMIC"})
-
-
-def _governed_temperature(temps: dict[str, float], zone: str | None) -> float | None:
-    if zone is not None:
-        return temps.get(zone)
-    real = [t for name, t in temps.items() if name not in _PLACEHOLDER_ZONES and -40 < t < 150]
-    return max(real) if real else None
-
-
 @app.command()
 def govern(
     target_c: float = typer.Option(84.0, "--target-c", help="Temperature to stay under."),
@@ -253,8 +241,12 @@ def govern(
     Each decision (step down / step up, with its reason) is printed as one JSON event line;
     the pipelines and batchers act on the level it names.
     """
-    from edgetier.hardware import TelemetrySampler, sample_from_tegrastats
-    from edgetier.hardware._thermal import ThermalGovernor
+    from edgetier.hardware import (
+        TelemetrySampler,
+        ThermalGovernor,
+        governing_temperature_c,
+        sample_from_tegrastats,
+    )
 
     gov = ThermalGovernor(
         target_c=target_c, hysteresis_c=hysteresis_c, hold_s=hold_s, min_dwell_s=min_dwell_s
@@ -275,7 +267,7 @@ def govern(
         readings = live()
     seen = 0
     for sample in readings:
-        temp = _governed_temperature(sample.temperatures_c, zone)
+        temp = governing_temperature_c(sample.temperatures_c, zone)
         if temp is None:
             what = f"sensor {zone!r}" if zone else "temperature sensor"
             typer.echo(

@@ -26,6 +26,7 @@ __all__ = [
     "open_nvml",
     "read_gpus",
     "throttle_reason_names",
+    "try_nvml",
 ]
 
 # Bits of nvmlDeviceGetCurrentClocksEventReasons (nvml.h, nvmlClocksEventReason*).
@@ -72,7 +73,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _try(call: Any, *args: Any) -> Any:
+def try_nvml(call: Any, *args: Any) -> Any:
     """Call an NVML function; None where the device or driver does not answer it."""
     try:
         return call(*args)
@@ -140,21 +141,21 @@ class GpuInfo:
 
 
 def _mig(nvml: Any, handle: Any) -> tuple[bool, list[MigInstance]]:
-    mode = _try(nvml.nvmlDeviceGetMigMode, handle)
+    mode = try_nvml(nvml.nvmlDeviceGetMigMode, handle)
     if not mode or not mode[0]:
         return False, []
-    count = _try(nvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0
+    count = try_nvml(nvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0
     instances: list[MigInstance] = []
     for i in range(count):
-        mig = _try(nvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, i)
+        mig = try_nvml(nvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, i)
         if mig is None:
             continue  # slot not populated
-        mem = _try(nvml.nvmlDeviceGetMemoryInfo, mig)
+        mem = try_nvml(nvml.nvmlDeviceGetMemoryInfo, mig)
         instances.append(
             MigInstance(
                 index=i,
-                uuid=_text(_try(nvml.nvmlDeviceGetUUID, mig) or ""),
-                name=_text(_try(nvml.nvmlDeviceGetName, mig) or ""),
+                uuid=_text(try_nvml(nvml.nvmlDeviceGetUUID, mig) or ""),
+                name=_text(try_nvml(nvml.nvmlDeviceGetName, mig) or ""),
                 memory_total_bytes=int(mem.total) if mem is not None else None,
             )
         )
@@ -174,33 +175,33 @@ def _handles(nvml: Any, notes: list[str] | None) -> list[tuple[int, Any]]:
 
 
 def _name(nvml: Any, index: int, handle: Any) -> str:
-    name = _try(nvml.nvmlDeviceGetName, handle)
+    name = try_nvml(nvml.nvmlDeviceGetName, handle)
     return _text(name) if name is not None else f"GPU {index}"
 
 
 def gpu_infos(nvml: Any, notes: list[str] | None = None) -> list[GpuInfo]:
     """Static facts about every GPU NVML sees (MIG instances included); GPUs NVML cannot
     open are left out with a line in ``notes``."""
-    driver = _try(nvml.nvmlSystemGetDriverVersion)
+    driver = try_nvml(nvml.nvmlSystemGetDriverVersion)
     infos: list[GpuInfo] = []
     for index, h in _handles(nvml, notes):
-        cc = _try(nvml.nvmlDeviceGetCudaComputeCapability, h)
-        limits = _try(nvml.nvmlDeviceGetPowerManagementLimitConstraints, h)
-        limit = _try(nvml.nvmlDeviceGetEnforcedPowerLimit, h)
-        mem = _try(nvml.nvmlDeviceGetMemoryInfo, h)
+        cc = try_nvml(nvml.nvmlDeviceGetCudaComputeCapability, h)
+        limits = try_nvml(nvml.nvmlDeviceGetPowerManagementLimitConstraints, h)
+        limit = try_nvml(nvml.nvmlDeviceGetEnforcedPowerLimit, h)
+        mem = try_nvml(nvml.nvmlDeviceGetMemoryInfo, h)
         mig_enabled, instances = _mig(nvml, h)
         infos.append(
             GpuInfo(
                 index=index,
                 name=_name(nvml, index, h),
-                uuid=_text(_try(nvml.nvmlDeviceGetUUID, h) or ""),
+                uuid=_text(try_nvml(nvml.nvmlDeviceGetUUID, h) or ""),
                 memory_total_bytes=int(mem.total) if mem is not None else None,
                 compute_capability=f"{cc[0]}.{cc[1]}" if cc else None,
                 driver_version=_text(driver) if driver is not None else None,
                 power_limit_w=limit / 1000.0 if limit is not None else None,
                 power_limit_min_w=limits[0] / 1000.0 if limits else None,
                 power_limit_max_w=limits[1] / 1000.0 if limits else None,
-                pcie_gen_max=_try(nvml.nvmlDeviceGetMaxPcieLinkGeneration, h),
+                pcie_gen_max=try_nvml(nvml.nvmlDeviceGetMaxPcieLinkGeneration, h),
                 mig_enabled=mig_enabled,
                 mig_instances=instances,
             )
@@ -236,19 +237,19 @@ def read_gpus(nvml: Any) -> list[GpuReading]:
     clock_mem = getattr(nvml, "NVML_CLOCK_MEM", 2)
     temp_gpu = getattr(nvml, "NVML_TEMPERATURE_GPU", 0)
     for index, h in _handles(nvml, None):
-        util = _try(nvml.nvmlDeviceGetUtilizationRates, h)
-        mem = _try(nvml.nvmlDeviceGetMemoryInfo, h)
-        power_mw = _try(nvml.nvmlDeviceGetPowerUsage, h)
-        limit_mw = _try(nvml.nvmlDeviceGetEnforcedPowerLimit, h)
-        configured_mw = _try(nvml.nvmlDeviceGetPowerManagementLimit, h)
+        util = try_nvml(nvml.nvmlDeviceGetUtilizationRates, h)
+        mem = try_nvml(nvml.nvmlDeviceGetMemoryInfo, h)
+        power_mw = try_nvml(nvml.nvmlDeviceGetPowerUsage, h)
+        limit_mw = try_nvml(nvml.nvmlDeviceGetEnforcedPowerLimit, h)
+        configured_mw = try_nvml(nvml.nvmlDeviceGetPowerManagementLimit, h)
         mask = _clocks_event_mask(nvml, h)
-        energy_mj = _try(nvml.nvmlDeviceGetTotalEnergyConsumption, h)
-        temp = _try(nvml.nvmlDeviceGetTemperature, h, temp_gpu)
+        energy_mj = try_nvml(nvml.nvmlDeviceGetTotalEnergyConsumption, h)
+        temp = try_nvml(nvml.nvmlDeviceGetTemperature, h, temp_gpu)
         readings.append(
             GpuReading(
                 index=index,
                 name=_name(nvml, index, h),
-                uuid=_text(_try(nvml.nvmlDeviceGetUUID, h) or ""),
+                uuid=_text(try_nvml(nvml.nvmlDeviceGetUUID, h) or ""),
                 utilization_pct=float(util.gpu) if util is not None else None,
                 memory_utilization_pct=float(util.memory) if util is not None else None,
                 memory_used_bytes=int(mem.used) if mem is not None else None,
@@ -259,8 +260,8 @@ def read_gpus(nvml: Any) -> list[GpuReading]:
                     configured_mw / 1000.0 if configured_mw is not None else None
                 ),
                 temperature_c=float(temp) if temp is not None else None,
-                sm_clock_mhz=_try(nvml.nvmlDeviceGetClockInfo, h, clock_sm),
-                memory_clock_mhz=_try(nvml.nvmlDeviceGetClockInfo, h, clock_mem),
+                sm_clock_mhz=try_nvml(nvml.nvmlDeviceGetClockInfo, h, clock_sm),
+                memory_clock_mhz=try_nvml(nvml.nvmlDeviceGetClockInfo, h, clock_mem),
                 throttle_reasons=throttle_reason_names(mask) if mask is not None else None,
                 energy_j=energy_mj / 1000.0 if energy_mj is not None else None,
             )

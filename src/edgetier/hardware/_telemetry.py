@@ -29,7 +29,7 @@ from edgetier.hardware._jetson import (
 from edgetier.hardware._nvml import GpuReading, open_nvml, read_gpus
 from edgetier.hardware._paths import HostPaths
 from edgetier.hardware._rapl import RaplCounter, find_rapl_zones
-from edgetier.hardware._zones import read_thermal_zones
+from edgetier.hardware._zones import governing_temperature_c, read_thermal_zones
 
 __all__ = ["TelemetryCollector", "TelemetrySample", "TelemetrySampler", "sample_from_tegrastats"]
 
@@ -55,8 +55,10 @@ class TelemetrySample:
 
     @property
     def max_temperature_c(self) -> float | None:
-        temps = list(self.temperatures_c.values())
-        temps += [g.temperature_c for g in self.gpus if g.temperature_c is not None]
+        """The hottest sensor that measures (Jetson's constant PMIC die reading left out)."""
+        temps = [g.temperature_c for g in self.gpus if g.temperature_c is not None]
+        if (zones := governing_temperature_c(self.temperatures_c)) is not None:
+            temps.append(zones)
         return max(temps) if temps else None
 
     @property
