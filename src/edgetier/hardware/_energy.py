@@ -258,7 +258,9 @@ def open_energy_meter(
     """
     paths = paths or HostPaths()
     kind, _, index_text = (device or "auto").partition(":")
-    if kind not in ("auto", "gpu", "cuda", "nvml", "jetson", "cpu"):
+    if kind not in ("auto", "gpu", "cuda", "nvml", "jetson", "cpu") or not (
+        index_text.isdigit() or not index_text
+    ):
         raise ConfigError(f"device must be one of gpu:N, jetson, cpu or None, got {device!r}")
     # Jetson first: on Orin with JetPack 6 NVML counts the integrated GPU but answers
     # NotSupported for its power and energy, while the INA3221 rails measure the module.
@@ -271,10 +273,10 @@ def open_energy_meter(
         return SampledPowerMeter("jetson-ina3221", jetson_power_w, interval_s=interval_s)
     if kind in ("auto", "gpu", "cuda", "nvml"):
         handle = open_nvml(nvml)
-        count = handle.module.nvmlDeviceGetCount() if handle.module is not None else 0
+        count = (try_nvml(handle.module.nvmlDeviceGetCount) or 0) if handle.module else 0
         index = int(index_text or 0)
-        if kind != "auto" and handle.module is not None and not 0 <= index < count:
-            raise ConfigError(f"device {device!r}: NVML sees {count} GPU(s), 0..{count - 1}")
+        if kind != "auto" and handle.module is not None and index >= count:
+            raise ConfigError(f"device {device!r}: NVML sees {count} GPU(s), indices from 0")
         if count > index and (meter := _nvml_meter(handle.module, index, interval_s)):
             return meter
     if kind in ("auto", "cpu") and (zones := find_rapl_zones(paths)):

@@ -8,7 +8,8 @@ import pynvml
 import pytest
 from fake_nvml import FakeNvml
 
-from edgetier.hardware import PowerGovernor, probe
+from edgetier.errors import ConfigError
+from edgetier.hardware import PowerGovernor, open_energy_meter, probe
 from edgetier.hardware._nvml import open_nvml, read_gpus
 
 
@@ -67,3 +68,10 @@ def test_power_limit_restore_puts_back_the_configured_limit(tmp_path: Path) -> N
     assert (change.before, change.after) == ("400", "250")
     gov.restore()
     assert fake.device(0)["power_management_limit_mw"] == 400_000
+
+
+def test_a_gpu_that_is_not_there_is_named(tree) -> None:
+    with pytest.raises(ConfigError, match=r"device 'gpu:3': NVML sees 1 GPU\(s\)"):
+        open_energy_meter("gpu:3", paths=tree("x86-rapl"), nvml=FakeNvml("t4.json"))
+    with pytest.raises(ConfigError, match="got 'gpu:x'"):
+        open_energy_meter("gpu:x")
