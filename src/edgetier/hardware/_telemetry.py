@@ -149,17 +149,21 @@ class TelemetrySampler:
         self._rapl_last = (now_s, joules)
         return power, joules
 
+    def read_gpus(self) -> list[GpuReading]:
+        """One reading of every NVIDIA GPU; none where NVML is absent or fails outright."""
+        if self.nvml is None:
+            return []
+        try:
+            return read_gpus(self.nvml)
+        except Exception:  # a driver gone away mid-run must not stop the other sources
+            return []
+
     def sample(self) -> TelemetrySample:
         """Read every source once. CPU and RAPL figures are averages since the last call."""
         now_s = self._clock()
         cpu_total, per_core = self._cpu()
         mem = psutil.virtual_memory()
-        gpus: list[GpuReading] = []
-        if self.nvml is not None:
-            try:
-                gpus = read_gpus(self.nvml)
-            except Exception:
-                gpus = []
+        gpus = self.read_gpus()
         rails = read_rails_mw(self.paths) if self._jetson_rails else {}
         board_mw = total_power_mw(rails)
         soc_gpu, soc_clock = read_gpu_load(self.paths)
@@ -219,17 +223,9 @@ class TelemetryCollector(Collector):
         self.sampler = sampler or TelemetrySampler()
         self.node = node
         self._energy = _EnergyCounter()
-        for g in self._read_gpus():  # the baseline: energy counts from here
+        for g in self.sampler.read_gpus():  # the baseline: energy counts from here
             if g.energy_j is not None:
                 self._energy.update(_gpu_uuid(g), g.energy_j)
-
-    def _read_gpus(self) -> list[GpuReading]:
-        if self.sampler.nvml is None:
-            return []
-        try:
-            return read_gpus(self.sampler.nvml)
-        except Exception:
-            return []
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # sources vary per node: do not pre-declare (avoids a scrape at import)
