@@ -45,10 +45,9 @@ def probe(
     table.add_row("memory", f"{data['memory_bytes'] / 2**30:.1f} GiB")
     for gpu in data["gpus"]:
         mig = f" · MIG {len(gpu['mig_instances'])} instances" if gpu["mig_enabled"] else ""
-        table.add_row(
-            f"gpu {gpu['index']}",
-            f"{gpu['name']} · {gpu['memory_total_bytes'] / 2**30:.0f} GiB{mig}",
-        )
+        mem = gpu["memory_total_bytes"]
+        memory = f"{mem / 2**30:.0f} GiB" if mem is not None else "memory shared (not reported)"
+        table.add_row(f"gpu {gpu['index']}", f"{gpu['name']} · {memory}{mig}")
     if data["jetson"]:
         table.add_row("jetson", f"{data['jetson']['model']} (L4T {data['jetson']['l4t_release']})")
     table.add_row("rapl", ", ".join(data["rapl_zones"]) or "not readable")
@@ -82,7 +81,9 @@ def _top_table(sample: Any) -> Any:
             f"{g.power_w:.0f}/{g.power_limit_w:.0f}" if g.power_w and g.power_limit_w else "-",
             f"{g.temperature_c:.0f}" if g.temperature_c is not None else "-",
             str(g.sm_clock_mhz or "-"),
-            ",".join(r for r in g.throttle_reasons if r != "gpu_idle"),
+            "?"
+            if g.throttle_reasons is None
+            else ",".join(r for r in g.throttle_reasons if r != "gpu_idle"),
         )
     if sample.board_power_w is not None or sample.soc_gpu_percent is not None:
         table.add_row(
@@ -220,18 +221,6 @@ def thermal_sim(
     )
 
 
-# Sensors that report a constant, not a temperature: Jetson's PMIC reads 100 C always and
-# powered-off sensors on Orin read -256 C. The governor skips them unless named.
-_PLACEHOLDER_ZONES = frozenset({"PMIC"})
-
-
-def _governed_temperature(temps: dict[str, float], zone: str | None) -> float | None:
-    if zone is not None:
-        return temps.get(zone)
-    real = [t for name, t in temps.items() if name not in _PLACEHOLDER_ZONES and -40 < t < 150]
-    return max(real) if real else None
-
-
 @app.command()
 def govern(
     target_c: float = typer.Option(84.0, "--target-c", help="Temperature to stay under."),
@@ -252,8 +241,12 @@ def govern(
     Each decision (step down / step up, with its reason) is printed as one JSON event line;
     the pipelines and batchers act on the level it names.
     """
-    from edgetier.hardware import TelemetrySampler, sample_from_tegrastats
-    from edgetier.hardware._thermal import ThermalGovernor
+    from edgetier.hardware import (
+        TelemetrySampler,
+        ThermalGovernor,
+        governing_temperature_c,
+        sample_from_tegrastats,
+    )
 
     gov = ThermalGovernor(
         target_c=target_c, hysteresis_c=hysteresis_c, hold_s=hold_s, min_dwell_s=min_dwell_s
@@ -274,7 +267,7 @@ def govern(
         readings = live()
     seen = 0
     for sample in readings:
-        temp = _governed_temperature(sample.temperatures_c, zone)
+        temp = governing_temperature_c(sample.temperatures_c, zone)
         if temp is None:
             what = f"sensor {zone!r}" if zone else "temperature sensor"
             typer.echo(

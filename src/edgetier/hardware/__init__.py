@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from edgetier.hardware._advisor import Verdict, Workload, advise
 from edgetier.hardware._catalog import Catalog, DeviceProfile, PowerMode, get_profile, load_catalog
-from edgetier.hardware._energy import EnergyMeter, integrate_power, open_energy_meter
+from edgetier.hardware._energy import (
+    EnergyMeter,
+    EnergyUnavailableError,
+    integrate_power,
+    open_energy_meter,
+)
 from edgetier.hardware._paths import HostPaths
 from edgetier.hardware._power import PowerChange, PowerGovernor, PowerPermissionError, PowerRecord
 from edgetier.hardware._probe import Machine, fingerprint, probe
@@ -26,11 +31,13 @@ from edgetier.hardware._thermal import (
     ThermalModel,
     simulate,
 )
+from edgetier.hardware._zones import governing_temperature_c
 
 __all__ = [
     "Catalog",
     "DeviceProfile",
     "EnergyMeter",
+    "EnergyUnavailableError",
     "GovernorEvent",
     "HostPaths",
     "Machine",
@@ -50,6 +57,7 @@ __all__ = [
     "advise",
     "fingerprint",
     "get_profile",
+    "governing_temperature_c",
     "integrate_power",
     "load_catalog",
     "open_energy_meter",

@@ -1,7 +1,7 @@
 """Energy meters: joules consumed between ``start()`` and ``stop()``, from the best source.
 
 from edgetier.hardware import open_energy_meter
-meter = open_energy_meter()          # NVML, Jetson INA3221, RAPL, else an estimate
+meter = open_energy_meter()          # Jetson INA3221, NVML, RAPL, else an estimate
 meter.start(); run(); joules = meter.stop(); meter.close()
 """
 
@@ -14,16 +14,17 @@ from typing import Any, Protocol, runtime_checkable
 
 import psutil
 
-from edgetier.errors import ConfigError
+from edgetier.errors import ConfigError, UnsupportedError
 from edgetier.hardware._catalog import DeviceProfile, load_catalog
 from edgetier.hardware._jetson import read_rails_mw, total_power_mw
-from edgetier.hardware._nvml import open_nvml
+from edgetier.hardware._nvml import open_nvml, try_nvml
 from edgetier.hardware._paths import HostPaths
 from edgetier.hardware._rapl import RaplCounter, find_rapl_zones
 
 __all__ = [
     "CounterEnergyMeter",
     "EnergyMeter",
+    "EnergyUnavailableError",
     "EstimatedEnergyMeter",
     "PowerIntegrator",
     "SampledPowerMeter",
@@ -56,6 +57,10 @@ def integrate_power(times_s: Sequence[float], power_w: Sequence[float]) -> float
     for t, p in zip(times_s, power_w, strict=True):
         integ.add(t, p)
     return integ.joules
+
+
+class EnergyUnavailableError(UnsupportedError):
+    """Raised by ``stop()`` when the meter got no reading to measure the window with."""
 
 
 class PowerIntegrator:
@@ -101,7 +106,12 @@ class _Poller:
 
 
 class SampledPowerMeter:
-    """Integrates a power reading (watts) sampled every ``interval_s`` on a thread."""
+    """Integrates a power reading (watts) sampled every ``interval_s`` on a thread.
+
+    A reading that fails (None or an exception) is skipped and counted in ``failed_reads``;
+    a window with fewer than two readings raises ``EnergyUnavailableError`` at ``stop()``:
+    a sensor that answered nothing has measured nothing, not zero joules.
+    """
 
     estimated = False
 
@@ -119,21 +129,36 @@ class SampledPowerMeter:
         self._lock = threading.Lock()
         self._integ = PowerIntegrator()
         self._poller = _Poller(self._sample, interval_s)
+        self.readings = 0
+        self.failed_reads = 0
 
     def _sample(self) -> None:
-        power = self._read()
-        if power is not None:
-            with self._lock:
+        try:
+            power = self._read()
+        except Exception:  # a sensor file that vanished, a driver error: counted, not fatal
+            power = None
+        with self._lock:
+            if power is None:
+                self.failed_reads += 1
+            else:
                 self._integ.add(self._clock(), power)
+                self.readings += 1
 
     def start(self) -> None:
         self._integ = PowerIntegrator()
+        self.readings = self.failed_reads = 0
         self._sample()
         self._poller.start()
 
     def stop(self) -> float:
         self._poller.stop()
         self._sample()
+        if self.readings < 2:
+            raise EnergyUnavailableError(
+                f"{self.source}: no power reading to integrate between start and stop "
+                f"({self.readings} of {self.readings + self.failed_reads} reads answered, "
+                "2 needed); the energy is unknown"
+            )
         return self._integ.joules
 
     def close(self) -> None:
@@ -227,17 +252,18 @@ def open_energy_meter(
     profile: DeviceProfile | None = None,
     interval_s: float = DEFAULT_INTERVAL_S,
 ) -> EnergyMeter:
-    """The best energy source for ``device``: ``"gpu:N"`` (NVML), ``"jetson"``, ``"cpu"``
-    (RAPL), or None for the first available in that order; else an estimate from the profile.
+    """The best energy source for ``device``: ``"jetson"`` (INA3221 rails), ``"gpu:N"``
+    (NVML), ``"cpu"`` (RAPL), or None for the first that measures, in that order; else an
+    estimate from the profile (``estimated`` True).
     """
     paths = paths or HostPaths()
     kind, _, index_text = (device or "auto").partition(":")
-    if kind not in ("auto", "gpu", "cuda", "nvml", "jetson", "cpu"):
+    if kind not in ("auto", "gpu", "cuda", "nvml", "jetson", "cpu") or not (
+        index_text.isdigit() or not index_text
+    ):
         raise ConfigError(f"device must be one of gpu:N, jetson, cpu or None, got {device!r}")
-    if kind in ("auto", "gpu", "cuda", "nvml"):
-        handle = open_nvml(nvml)
-        if handle.module is not None and handle.module.nvmlDeviceGetCount() > 0:
-            return _nvml_meter(handle.module, int(index_text or 0), interval_s)
+    # Jetson first: on Orin with JetPack 6 NVML counts the integrated GPU but answers
+    # NotSupported for its power and energy, while the INA3221 rails measure the module.
     if kind in ("auto", "jetson") and total_power_mw(read_rails_mw(paths)) is not None:
 
         def jetson_power_w() -> float | None:
@@ -245,6 +271,14 @@ def open_energy_meter(
             return mw / 1000.0 if mw is not None else None
 
         return SampledPowerMeter("jetson-ina3221", jetson_power_w, interval_s=interval_s)
+    if kind in ("auto", "gpu", "cuda", "nvml"):
+        handle = open_nvml(nvml)
+        count = (try_nvml(handle.module.nvmlDeviceGetCount) or 0) if handle.module else 0
+        index = int(index_text or 0)
+        if kind != "auto" and handle.module is not None and index >= count:
+            raise ConfigError(f"device {device!r}: NVML sees {count} GPU(s), indices from 0")
+        if count > index and (meter := _nvml_meter(handle.module, index, interval_s)):
+            return meter
     if kind in ("auto", "cpu") and (zones := find_rapl_zones(paths)):
         counter = RaplCounter(zones)
         # a package counter wraps after max_energy_range_uj (~262 kJ): polling every second
@@ -259,19 +293,21 @@ def open_energy_meter(
     return EstimatedEnergyMeter(profile)
 
 
-def _nvml_meter(nvml: Any, index: int, interval_s: float) -> EnergyMeter:
-    handle = nvml.nvmlDeviceGetHandleByIndex(index)
-    try:
-        nvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # Volta and newer, in mJ
-    except Exception:
+def _nvml_meter(nvml: Any, index: int, interval_s: float) -> EnergyMeter | None:
+    """NVML's energy counter (Volta and newer), else its power reading integrated; None
+    where the GPU answers neither (a Jetson's integrated GPU, some vGPU profiles)."""
+    handle = try_nvml(nvml.nvmlDeviceGetHandleByIndex, index)
+    if handle is None:
+        return None
+    if try_nvml(nvml.nvmlDeviceGetTotalEnergyConsumption, handle) is not None:  # in mJ
+        return CounterEnergyMeter(
+            "nvml", lambda: float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)) / 1000.0
+        )
 
-        def power_w() -> float | None:
-            try:
-                return float(nvml.nvmlDeviceGetPowerUsage(handle)) / 1000.0
-            except Exception:
-                return None
+    def power_w() -> float | None:
+        milliwatts = try_nvml(nvml.nvmlDeviceGetPowerUsage, handle)
+        return float(milliwatts) / 1000.0 if milliwatts is not None else None
 
-        return SampledPowerMeter("nvml", power_w, interval_s=interval_s)
-    return CounterEnergyMeter(
-        "nvml", lambda: float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)) / 1000.0
-    )
+    if power_w() is None:
+        return None
+    return SampledPowerMeter("nvml", power_w, interval_s=interval_s)

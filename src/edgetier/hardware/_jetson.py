@@ -98,15 +98,30 @@ def read_rails_mw(paths: HostPaths | None = None) -> dict[str, float]:
     return _iio_rails(paths.sys_root) or _hwmon_rails(paths.sys_root)
 
 
+# Rails that carry the whole module's input: Nano (POM_5V_IN), TX1/TX2, Xavier NX, Orin NX and
+# Orin Nano (VDD_IN).
+_INPUT_RAILS = ("POM_5V_IN", "VDD_IN", "VDD_SYS_5V0_IN")
+# Modules without an input rail, whose power is the sum of parallel rails, each fed from the
+# module input: AGX Xavier (INA3221 at 1-0040: GPU, CPU, SOC; at 1-0041: CV, VDDRQ, SYS5V) and
+# AGX Orin (1-0040: VDD_GPU_SOC, VDD_CPU_CV, VIN_SYS_5V0; 1-0041 also reads VDDQ_VDD2_1V8AO,
+# which sits at about 5 V behind VIN_SYS_5V0 and is not added again).
+_MODULE_RAIL_SETS = (
+    ("GPU", "CPU", "SOC", "CV", "VDDRQ", "SYS5V"),
+    ("VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"),
+)
+
+
 def total_power_mw(rails: dict[str, float]) -> float | None:
-    """Module input power: the ``*_IN`` rail where the board has one (Nano, TX2, Xavier NX,
-    Orin NX/Nano), else the sum of the ``VDD_*``/``VIN_*`` rails (AGX Orin: GPU_SOC + CPU_CV
-    + SYS_5V0)."""
-    for name in ("POM_5V_IN", "VDD_IN", "VDD_SYS_5V0_IN"):
+    """Module power: the input rail where the board has one, else the sum of the board's
+    rail set. None where neither is complete: a rail that cannot be read makes the total
+    unknown, not silently smaller."""
+    for name in _INPUT_RAILS:
         if name in rails:
             return rails[name]
-    parts = [v for k, v in rails.items() if k.startswith(("VDD_", "VIN_"))]
-    return sum(parts) if parts else None
+    for names in _MODULE_RAIL_SETS:
+        if all(n in rails for n in names):
+            return sum(rails[n] for n in names)
+    return None
 
 
 def read_gpu_load(paths: HostPaths | None = None) -> tuple[float | None, float | None]:

@@ -175,7 +175,9 @@ class PowerGovernor:
                 f"power_w for GPU {index} must be within {low_mw / 1000:g}..{high_mw / 1000:g} W,"
                 f" got {power_w:g}"
             )
-        before_w = nvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
+        # the configured limit, the one `restore` must write back: the enforced limit is the
+        # lowest of every cap in force (board, thermal) and may sit below it
+        before_w = nvml.nvmlDeviceGetPowerManagementLimit(h) / 1000
         call = f"nvmlDeviceSetPowerManagementLimit(gpu {index}, {int(power_w * 1000)} mW)"
         if not self.dry_run:
             try:

@@ -97,7 +97,7 @@ def probe(
     gpus: list[GpuInfo] = []
     if handle.module is not None:
         try:
-            gpus = gpu_infos(handle.module)
+            gpus = gpu_infos(handle.module, notes)
         except Exception as exc:  # a driver error must not break the probe
             notes.append(f"NVML error while listing GPUs: {exc}")
     else:

@@ -8,6 +8,7 @@ zones and RAPL, and ``TelemetryCollector``, the Prometheus view of the same samp
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ from edgetier.hardware._jetson import (
 from edgetier.hardware._nvml import GpuReading, open_nvml, read_gpus
 from edgetier.hardware._paths import HostPaths
 from edgetier.hardware._rapl import RaplCounter, find_rapl_zones
-from edgetier.hardware._zones import read_thermal_zones
+from edgetier.hardware._zones import governing_temperature_c, read_thermal_zones
 
 __all__ = ["TelemetryCollector", "TelemetrySample", "TelemetrySampler", "sample_from_tegrastats"]
 
@@ -54,8 +55,10 @@ class TelemetrySample:
 
     @property
     def max_temperature_c(self) -> float | None:
-        temps = list(self.temperatures_c.values())
-        temps += [g.temperature_c for g in self.gpus if g.temperature_c is not None]
+        """The hottest sensor that measures (Jetson's constant PMIC die reading left out)."""
+        temps = [g.temperature_c for g in self.gpus if g.temperature_c is not None]
+        if (zones := governing_temperature_c(self.temperatures_c)) is not None:
+            temps.append(zones)
         return max(temps) if temps else None
 
     @property
@@ -146,17 +149,21 @@ class TelemetrySampler:
         self._rapl_last = (now_s, joules)
         return power, joules
 
+    def read_gpus(self) -> list[GpuReading]:
+        """One reading of every NVIDIA GPU; none where NVML is absent or fails outright."""
+        if self.nvml is None:
+            return []
+        try:
+            return read_gpus(self.nvml)
+        except Exception:  # a driver gone away mid-run must not stop the other sources
+            return []
+
     def sample(self) -> TelemetrySample:
         """Read every source once. CPU and RAPL figures are averages since the last call."""
         now_s = self._clock()
         cpu_total, per_core = self._cpu()
         mem = psutil.virtual_memory()
-        gpus: list[GpuReading] = []
-        if self.nvml is not None:
-            try:
-                gpus = read_gpus(self.nvml)
-            except Exception:
-                gpus = []
+        gpus = self.read_gpus()
         rails = read_rails_mw(self.paths) if self._jetson_rails else {}
         board_mw = total_power_mw(rails)
         soc_gpu, soc_clock = read_gpu_load(self.paths)
@@ -179,78 +186,69 @@ class TelemetrySampler:
         )
 
 
+class _EnergyCounter:
+    """Joules per GPU since the collector started, from NVML's counter since the driver
+    loaded: it never decreases, and a counter that restarts (driver reload) starts a new
+    baseline instead of going backwards."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_j: dict[str, float] = {}
+        self._total_j: dict[str, float] = {}
+
+    def update(self, uuid: str, counter_j: float) -> float:
+        with self._lock:
+            last = self._last_j.get(uuid, counter_j)
+            self._total_j[uuid] = self._total_j.get(uuid, 0.0) + max(0.0, counter_j - last)
+            self._last_j[uuid] = counter_j
+            return self._total_j[uuid]
+
+
 class TelemetryCollector(Collector):
     """Prometheus collector over a ``TelemetrySampler``; register it on the metrics registry.
 
-    ``registry.register(TelemetryCollector())`` exposes Triton's ``nv_gpu_utilization``,
-    ``nv_gpu_memory_{used,total}_bytes``, ``nv_gpu_power_{usage,limit}`` and
-    ``nv_energy_consumption`` (NVML), ``edgetier_gpu_temperature_celsius``,
+    GPU metrics carry Triton's names, label (``gpu_uuid``), types and units, so Triton
+    dashboards and alerts work unchanged: ``nv_gpu_utilization`` (0..1),
+    ``nv_gpu_memory_{used,total}_bytes``, ``nv_gpu_power_usage`` and ``nv_gpu_power_limit``
+    (watts; the configured management limit) are gauges, ``nv_energy_consumption`` is a
+    counter of joules since this collector (the server) started. Beside them:
+    ``edgetier_gpu_info{gpu_uuid,index,name}``, ``edgetier_gpu_temperature_celsius``,
+    ``edgetier_gpu_sm_clock_hertz``, ``edgetier_gpu_throttled{reason}``,
     ``edgetier_cpu_utilization_percent``, ``edgetier_memory_*_bytes``,
-    ``edgetier_temperature_celsius`` and ``edgetier_power_watts`` at each scrape.
+    ``edgetier_temperature_celsius`` and ``edgetier_power_watts``. A value a device does
+    not report is left out, never written as 0.
     """
 
     def __init__(self, sampler: TelemetrySampler | None = None, *, node: str = "") -> None:
         self.sampler = sampler or TelemetrySampler()
         self.node = node
+        self._energy = _EnergyCounter()
+        for g in self.sampler.read_gpus():  # the baseline: energy counts from here
+            if g.energy_j is not None:
+                self._energy.update(_gpu_uuid(g), g.energy_j)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # sources vary per node: do not pre-declare (avoids a scrape at import)
 
     def collect(self) -> Iterator[Metric]:
         s = self.sampler.sample()
-        gpu_labels = ["gpu", "name"]
+        yield from self._gpu_metrics(s.gpus)
 
-        def gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, doc, labels=labels)
-
-        # GPU metrics carry Triton's names (nv_gpu_*), so Triton dashboards work unchanged.
-        util = gauge("nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0).", gpu_labels)
-        mem_used = gauge("nv_gpu_memory_used_bytes", "GPU used memory, in bytes.", gpu_labels)
-        mem_total = gauge("nv_gpu_memory_total_bytes", "GPU total memory, in bytes.", gpu_labels)
-        power = gauge("nv_gpu_power_usage", "GPU power usage in watts.", gpu_labels)
-        limit = gauge("nv_gpu_power_limit", "GPU power management limit in watts.", gpu_labels)
-        temp = gauge("edgetier_gpu_temperature_celsius", "GPU core temperature.", gpu_labels)
-        clock = gauge("edgetier_gpu_sm_clock_hertz", "SM clock.", gpu_labels)
-        throttle = gauge(
-            "edgetier_gpu_throttled",
-            "1 while a clocks-event reason is active.",
-            [*gpu_labels, "reason"],
-        )
-        energy = gauge("nv_energy_consumption", "GPU energy consumption in joules.", gpu_labels)
-        for g in s.gpus:
-            lab = [str(g.index), g.name]
-            for fam, value in (
-                (util, g.utilization_pct / 100 if g.utilization_pct is not None else None),
-                (mem_used, g.memory_used_bytes),
-                (mem_total, g.memory_total_bytes),
-                (power, g.power_w),
-                (limit, g.power_limit_w),
-                (temp, g.temperature_c),
-                (clock, g.sm_clock_mhz * 1e6 if g.sm_clock_mhz is not None else None),
-            ):
-                if value is not None:
-                    fam.add_metric(lab, float(value))
-            for reason in g.throttle_reasons:
-                throttle.add_metric([*lab, reason], 1.0)
-            if g.energy_j is not None:
-                energy.add_metric(lab, g.energy_j)
-        yield from (util, mem_used, mem_total, power, limit, temp, clock, throttle, energy)
-
-        cpu = gauge("edgetier_cpu_utilization_percent", "CPU busy time since last scrape.")
+        cpu = _gauge("edgetier_cpu_utilization_percent", "CPU busy time since last scrape.")
         if s.cpu_percent is not None:
             cpu.add_metric([], s.cpu_percent)
         yield cpu
-        used = gauge("edgetier_memory_used_bytes", "Host memory in use (total - available).")
-        total = gauge("edgetier_memory_total_bytes", "Host memory size.")
+        used = _gauge("edgetier_memory_used_bytes", "Host memory in use (total - available).")
+        total = _gauge("edgetier_memory_total_bytes", "Host memory size.")
         if s.memory_used_bytes is not None and s.memory_total_bytes is not None:
             used.add_metric([], float(s.memory_used_bytes))
             total.add_metric([], float(s.memory_total_bytes))
         yield from (used, total)
-        zones = gauge("edgetier_temperature_celsius", "Thermal zone temperature.", ["zone"])
+        zones = _gauge("edgetier_temperature_celsius", "Thermal zone temperature.", ["zone"])
         for zone, value in s.temperatures_c.items():
             zones.add_metric([zone], value)
         yield zones
-        watts = gauge("edgetier_power_watts", "Measured power by source.", ["source"])
+        watts = _gauge("edgetier_power_watts", "Measured power by source.", ["source"])
         if s.board_power_w is not None:
             watts.add_metric(["jetson-ina3221"], s.board_power_w)
         if s.cpu_power_w is not None:
@@ -258,3 +256,57 @@ class TelemetryCollector(Collector):
         for rail, mw in s.rails_mw.items():
             watts.add_metric([f"rail:{rail}"], mw / 1000.0)
         yield watts
+
+    def _gpu_metrics(self, gpus: list[GpuReading]) -> Iterator[Metric]:
+        key = ["gpu_uuid"]
+        util = _gauge("nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0)", key)
+        mem_total = _gauge("nv_gpu_memory_total_bytes", "GPU total memory, in bytes", key)
+        mem_used = _gauge("nv_gpu_memory_used_bytes", "GPU used memory, in bytes", key)
+        power = _gauge("nv_gpu_power_usage", "GPU power usage in watts", key)
+        limit = _gauge("nv_gpu_power_limit", "GPU power management limit in watts", key)
+        # a counter under its own name, as Triton writes it (the server renders it so)
+        energy = Metric(
+            "nv_energy_consumption",
+            "GPU energy consumption in joules since the server started",
+            "counter",
+        )
+        info = _gauge(
+            "edgetier_gpu_info", "NVML index and name of each GPU.", [*key, "index", "name"]
+        )
+        temp = _gauge("edgetier_gpu_temperature_celsius", "GPU core temperature.", key)
+        clock = _gauge("edgetier_gpu_sm_clock_hertz", "SM clock.", key)
+        throttle = _gauge(
+            "edgetier_gpu_throttled", "1 while a clocks-event reason is active.", [*key, "reason"]
+        )
+        for g in gpus:
+            uuid = _gpu_uuid(g)
+            info.add_metric([uuid, str(g.index), g.name], 1.0)
+            for fam, value in (
+                (util, g.utilization_pct / 100 if g.utilization_pct is not None else None),
+                (mem_total, g.memory_total_bytes),
+                (mem_used, g.memory_used_bytes),
+                (power, g.power_w),
+                (limit, g.power_management_limit_w),
+                (temp, g.temperature_c),
+                (clock, g.sm_clock_mhz * 1e6 if g.sm_clock_mhz is not None else None),
+            ):
+                if value is not None:
+                    fam.add_metric([uuid], float(value))
+            for reason in g.throttle_reasons or []:
+                throttle.add_metric([uuid, reason], 1.0)
+            if g.energy_j is not None:
+                energy.add_sample(
+                    "nv_energy_consumption",
+                    {"gpu_uuid": uuid},
+                    self._energy.update(uuid, g.energy_j),
+                )
+        yield from (util, mem_total, mem_used, power, limit, energy, info, temp, clock, throttle)
+
+
+def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def _gpu_uuid(g: GpuReading) -> str:
+    """Triton's key for a GPU; the NVML index where the driver gives no UUID."""
+    return g.uuid or f"index-{g.index}"

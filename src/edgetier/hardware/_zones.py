@@ -1,10 +1,11 @@
-"""Thermal zones of /sys/class/thermal: the kernel's temperature sensors, on any Linux host."""
+"""Thermal zones of /sys/class/thermal: the kernel's temperature sensors, on any Linux host,
+and the one temperature a governor should act on."""
 
 from __future__ import annotations
 
 from edgetier.hardware._paths import HostPaths, read_int, read_text
 
-__all__ = ["read_thermal_zones"]
+__all__ = ["governing_temperature_c", "read_thermal_zones"]
 
 # Jetson Orin reports zones of powered-off clusters (CV0, GPU when idle) as -256 C.
 _MIN_VALID_C = -40.0
@@ -29,3 +30,23 @@ def read_thermal_zones(paths: HostPaths | None = None) -> dict[str, float]:
             name = f"{name}.{zone.name.removeprefix('thermal_zone')}"
         temps[name] = temp_c
     return temps
+
+
+# Sensors that report a constant rather than a temperature: the PMIC die sensor of the Nano,
+# TX2 and Xavier boards (sysfs zone "PMIC-Die", tegrastats "PMIC") reads 100 C until an
+# over-temperature alarm trips. jetson-stats leaves it out for the same reason.
+_PLACEHOLDER_PREFIXES = ("pmic",)
+_MAX_VALID_C = 150.0
+
+
+def governing_temperature_c(temps: dict[str, float], zone: str | None = None) -> float | None:
+    """The temperature a thermal governor acts on: ``zone`` where named, else the hottest
+    sensor that measures (placeholder sensors and powered-off ones left out); None if none."""
+    if zone is not None:
+        return temps.get(zone)
+    real = [
+        t
+        for name, t in temps.items()
+        if not name.lower().startswith(_PLACEHOLDER_PREFIXES) and _MIN_VALID_C < t < _MAX_VALID_C
+    ]
+    return max(real) if real else None

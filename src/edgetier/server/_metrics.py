@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from edgetier.server._manager import ModelManager, ModelVersion
 
@@ -107,6 +108,46 @@ def render_counters(manager: ModelManager) -> bytes:
     return "".join(lines).encode()
 
 
+_number: Callable[[float], str] = floatToGoString  # Prometheus' float text ("+Inf", "1e+06")
+
+
+class _OneMetric(Collector):
+    def __init__(self, metric: Metric) -> None:
+        self._metric = metric
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._metric
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render_registry(registry: CollectorRegistry) -> bytes:
+    """The registry in the Prometheus text format, counters under their own names.
+
+    prometheus_client renders a counter family as ``<name>_total``; Triton's counters from
+    the collectors (``nv_energy_consumption`` of the GPU telemetry) have none, so a counter
+    whose samples carry the family's own name is written as Triton writes it.
+    """
+    parts: list[bytes] = []
+    for metric in registry.collect():
+        if metric.type != "counter" or any(s.name != metric.name for s in metric.samples):
+            parts.append(generate_latest(_OneMetric(metric)))
+            continue
+        doc = metric.documentation.replace("\\", "\\\\").replace("\n", "\\n")
+        lines = [f"# HELP {metric.name} {doc}\n# TYPE {metric.name} counter\n"]
+        for sample in metric.samples:
+            labels = ",".join(f'{k}="{_label_value(v)}"' for k, v in sorted(sample.labels.items()))
+            lines.append(
+                f"{metric.name}{{{labels}}} {_number(sample.value)}\n"
+                if labels
+                else f"{metric.name} {_number(sample.value)}\n"
+            )
+        parts.append("".join(lines).encode())
+    return b"".join(parts)
+
+
 def build_registry(manager: ModelManager, extra: Iterable[Any] = ()) -> CollectorRegistry:
     """A registry with the model metrics and any extra collectors."""
     registry = CollectorRegistry(auto_describe=False)
@@ -130,7 +171,7 @@ class MetricsApp:
             await send({"type": "http.response.start", "status": 404, "headers": []})
             await send({"type": "http.response.body", "body": b"see /metrics"})
             return
-        body = render_counters(self.manager) + generate_latest(self.registry)
+        body = render_counters(self.manager) + render_registry(self.registry)
         await send(
             {
                 "type": "http.response.start",

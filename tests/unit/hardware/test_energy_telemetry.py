@@ -67,17 +67,16 @@ def test_sampler_reads_nvml_and_jetson_and_exports_prometheus(tree) -> None:
     sampler = TelemetrySampler(tree("x86-rapl"), nvml=FakeNvml("a100-mig.json"))
     s = sampler.sample()
     g = s.gpus[0]
-    assert g.utilization_pct == 97 and g.power_w == 398.512 and g.temperature_c == 71
+    assert g.utilization_pct is None  # MIG enabled: NVML does not report the parent's
+    assert g.power_w == 398.512 and g.temperature_c == 71
     assert g.throttle_reasons == ["sw_power_cap"] and g.energy_j == 98122004.551
     assert s.temperatures_c == {"x86_pkg_temp": 52.0} and "rapl" in s.sources
     registry = CollectorRegistry()
     registry.register(TelemetryCollector(sampler))
     text = generate_latest(registry).decode()
-    assert 'nv_gpu_utilization{gpu="0",name="NVIDIA A100-SXM4-80GB"} 0.97' in text
-    assert (
-        'edgetier_gpu_throttled{gpu="0",name="NVIDIA A100-SXM4-80GB",reason="sw_power_cap"} 1.0'
-        in text
-    )
+    uuid = "GPU-7d1c0e55-2a6f-4b0e-9c3d-8e2a5f6b1c47"
+    assert f'nv_gpu_power_usage{{gpu_uuid="{uuid}"}} 398.512' in text
+    assert f'edgetier_gpu_throttled{{gpu_uuid="{uuid}",reason="sw_power_cap"}} 1.0' in text
     assert "edgetier_memory_total_bytes" in text
     jetson = TelemetrySampler(
         tree("jetson-nano"), nvml=FakeNvml({"driver_version": "", "devices": []})

@@ -78,9 +78,9 @@ def test_gpu_power_limit_checked_set_and_restored(tmp_path: Path) -> None:
         gov.set_gpu_power_limit(0, 50)
     change = gov.set_gpu_power_limit(0, 250)
     assert (change.before, change.after) == ("400", "250")
-    assert fake.rec["devices"][0]["enforced_power_limit_mw"] == 250_000
+    assert fake.device(0)["power_management_limit_mw"] == 250_000
     gov.restore()
-    assert fake.rec["devices"][0]["enforced_power_limit_mw"] == 400_000
+    assert fake.device(0)["power_management_limit_mw"] == 400_000
 
 
 def test_cpufreq_governor_on_a_fake_sysfs(tmp_path: Path) -> None:
