@@ -185,6 +185,7 @@ class V4L2Source(SourceConfig):
 
     kind: Literal["v4l2"]
     device: str = "/dev/video0"
+    decoder: DECODERS = "auto"
     width: int | None = Field(None, ge=1)
     height: int | None = Field(None, ge=1)
     fps: float | None = Field(None, gt=0)

@@ -246,7 +246,7 @@ class V4L2Frames(Source):
         return pyav_frames(
             cfg.device,
             label=stream_id,
-            preference="software",
+            preference=cfg.decoder,
             av_format="v4l2",
             options=options,
             live=True,
