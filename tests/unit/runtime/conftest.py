@@ -247,8 +247,13 @@ class FakeOrt:
                     registered.append((name, opts))
                 if not any(n == "CPUExecutionProvider" for n, _ in registered):
                     registered.append(("CPUExecutionProvider", {}))
-                # the real thing reads the file: a corrupt one fails as ONNX Runtime does
-                self._real = _REAL_SESSION(path, sess_options, providers=["CPUExecutionProvider"])
+                # the real thing reads the file: a corrupt one fails as ONNX Runtime does;
+                # its node list stands in for the graph partitioning
+                real_options = ort.SessionOptions()
+                real_options.add_session_config_entry(
+                    "session.record_ep_graph_assignment_info", "1"
+                )
+                self._real = _REAL_SESSION(path, real_options, providers=["CPUExecutionProvider"])
                 nodes = [
                     node
                     for sub in self._real.get_provider_graph_assignment_info()
