@@ -19,8 +19,13 @@ from onnxruntime.capi import onnxruntime_pybind11_state as C
 from edgetier.runtime import make_identity, make_simple, make_small
 
 
-def make_tiny_cnn(path: Path, *, seed: int = 0, batch: str | int = "batch") -> Path:
-    """x FP32 [N, 3, 16, 16] -> conv, relu, conv, relu, global pool, gemm -> y FP32 [N, 4]."""
+def make_tiny_cnn(
+    path: Path, *, seed: int = 0, batch: str | int = "batch", channels: int = 8, size: int = 16
+) -> Path:
+    """x FP32 [N, 3, size, size] -> conv, relu, conv, relu, global pool, gemm -> y [N, 4].
+
+    ``channels`` wide (8 by default; wider ones give TensorRT reason to pick FP16 kernels).
+    """
     rng = np.random.default_rng(seed)
 
     def weight(name: str, *shape: int) -> onnx.TensorProto:
@@ -29,11 +34,11 @@ def make_tiny_cnn(path: Path, *, seed: int = 0, batch: str | int = "batch") -> P
         return numpy_helper.from_array(array, name)
 
     inits = [
-        weight("w1", 8, 3, 3, 3),
-        weight("b1", 8),
-        weight("w2", 8, 8, 3, 3),
-        weight("b2", 8),
-        weight("fc", 4, 8),
+        weight("w1", channels, 3, 3, 3),
+        weight("b1", channels),
+        weight("w2", channels, channels, 3, 3),
+        weight("b2", channels),
+        weight("fc", 4, channels),
         weight("fcb", 4),
     ]
     pads = [1, 1, 1, 1]
@@ -49,7 +54,7 @@ def make_tiny_cnn(path: Path, *, seed: int = 0, batch: str | int = "batch") -> P
     graph = helper.make_graph(
         nodes,
         "tiny_cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, size, size])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])],
         inits,
     )

@@ -267,7 +267,15 @@ def test_cpu_threads_per_instance(repo_root: Path, add_model: AddModel) -> None:
     assert _cpu_threads(many) == 1  # shared out, never oversubscribed
 
 
-# -- on a GPU machine ----------------------------------------------------------------
+# -- on a GPU machine: each test checks that it ran where it says, never after a fallback --
+
+
+def _all_on(engine, provider: str) -> None:  # type: ignore[no-untyped-def]
+    """The engine runs on ``provider``: most nodes there, and nothing fell back."""
+    assert engine.notes == [], engine.notes
+    assert engine.provider == provider, engine.node_counts
+    counts = engine.node_counts
+    assert counts is not None and counts[provider] == max(counts.values()), counts
 
 
 @pytest.mark.gpu
@@ -277,7 +285,7 @@ def test_cuda_provider_runs(
 ) -> None:
     add_model("cnn", "cnn", config="optimization: {execution_providers: [cuda, cpu]}\n")
     engine = _engine(repo_root, "cnn")
-    assert engine.provider == "CUDAExecutionProvider"
+    _all_on(engine, "CUDAExecutionProvider")
     x = np.random.default_rng(0).random((4, 3, 16, 16), dtype=np.float32)
     reference = _engine_cpu(repo_root, "cnn").run({"x": x})["y"]
     np.testing.assert_allclose(engine.run({"x": x})["y"], reference, rtol=1e-3, atol=1e-4)
@@ -291,6 +299,8 @@ def test_cuda_graphs_on_fixed_shapes(repo_root: Path, make_cnn: Callable[..., Pa
         "optimization: {execution_providers: [cuda], cuda_graphs: true}\n"
     )
     engine = _engine(repo_root, "cnn")
+    _all_on(engine, "CUDAExecutionProvider")
+    assert engine.cuda_graphs  # graph capture was accepted: every node on CUDA
     x = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
     first = engine.run({"x": x})["y"]
     np.testing.assert_allclose(engine.run({"x": x})["y"], first, rtol=1e-5)
@@ -299,20 +309,47 @@ def test_cuda_graphs_on_fixed_shapes(repo_root: Path, make_cnn: Callable[..., Pa
     )
 
 
+def _engine_files(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in directory.glob("*.engine")}
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRT, reason="onnxruntime has no TensorRT execution provider")
-def test_tensorrt_fp16_with_engine_cache(repo_root: Path, add_model: AddModel) -> None:
-    add_model(
-        "cnn",
-        "cnn",
-        config="optimization: {precision: fp16, engine_cache_dir: trt-cache}\n",
-    )
+def test_tensorrt_fp16_with_engine_cache(repo_root: Path, make_cnn: Callable[..., Path]) -> None:
+    model_dir = repo_root / "cnn"
+    make_cnn(model_dir / "1" / "model.onnx", seed=1, channels=64, size=64)
+    make_cnn(model_dir / "2" / "model.onnx", seed=2, channels=64, size=64)  # retrained
+    config = "optimization: {precision: %s, engine_cache_dir: trt-cache}\n"
+    (model_dir / "config.yaml").write_text(config % "fp16")
     engine = _engine(repo_root, "cnn")
-    assert engine.provider == "TensorrtExecutionProvider"
-    x = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+    _all_on(engine, "TensorrtExecutionProvider")
+    x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
     reference = _engine_cpu(repo_root, "cnn").run({"x": x})["y"]
-    np.testing.assert_allclose(engine.run({"x": x})["y"], reference, rtol=2e-2, atol=2e-2)
-    assert any((repo_root / "cnn" / "trt-cache").iterdir())
+    half = engine.run({"x": x})["y"]
+    np.testing.assert_allclose(half, reference, rtol=3e-2, atol=3e-2 * np.abs(reference).max())
+
+    # a cache hit: a second load of version 1 builds nothing and rewrites nothing
+    cache_1 = model_dir / "trt-cache" / "1"
+    built = _engine_files(cache_1)
+    assert len(built) == 1 and next(iter(built)).startswith("edgetier_"), built
+    _all_on(_engine(repo_root, "cnn"), "TensorrtExecutionProvider")
+    assert _engine_files(cache_1) == built
+
+    # not across versions: version 2 builds its own engine, under its own name
+    repo = ModelRepository(repo_root)
+    _all_on(load_engine(repo.model_path("cnn", 2), repo.config("cnn")), "TensorrtExecutionProvider")
+    (other,) = _engine_files(model_dir / "trt-cache" / "2")
+    assert other.split("_")[1] != next(iter(built)).split("_")[1]  # another content digest
+    assert _engine_files(cache_1) == built
+
+    # FP16 in effect: activations past FP16's largest value (65504) overflow in the FP16
+    # engine and stay finite in the FP32 one
+    big = {"x": x * np.float32(1e6)}
+    assert not np.isfinite(engine.run(big)["y"]).all()
+    (model_dir / "config.yaml").write_text(config % "fp32")
+    full = _engine(repo_root, "cnn")
+    _all_on(full, "TensorrtExecutionProvider")
+    assert np.isfinite(full.run(big)["y"]).all()
 
 
 def _engine_cpu(repo_root: Path, name: str):  # type: ignore[no-untyped-def]
