@@ -342,7 +342,11 @@ class ModelConfig(_Strict):
 
     @property
     def instance_count(self) -> int:
-        """Instances over all instance groups; as Triton, ``count`` is per listed GPU."""
+        """Instances the config names: ``count`` per listed GPU, as Triton.
+
+        A GPU group without ``gpus`` puts ``count`` on every visible GPU, which only the
+        node knows: ``edgetier.runtime.placements(config)`` gives the instances there.
+        """
         return sum(group.count * max(1, len(group.gpus)) for group in self.instance_group)
 
     def full_shape(self, tensor: TensorConfig) -> list[int]:
