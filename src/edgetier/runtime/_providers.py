@@ -122,7 +122,14 @@ def note_node_providers(missing: Sequence[str], running: str, have: Sequence[str
             return
         _noted.add(key)
     gpus = visible_gpu_count()
-    if gpus == 0:
+    if running in GPU_PROVIDERS:  # e.g. a build without TensorRT: the GPU still works
+        logger.info(
+            "this onnxruntime lacks %s (it has %s): models run on %s",
+            ", ".join(missing),
+            ", ".join(have),
+            running,
+        )
+    elif gpus == 0:
         logger.info(
             "this node has no GPU: models run on %s (this onnxruntime has %s)",
             running,

@@ -457,3 +457,21 @@ async def test_the_pipeline_gets_one_engine_per_worker(
         assert out["y"].shape == (6, 4)
     finally:
         await runner.stop()
+
+
+def test_a_build_without_tensorrt_on_a_gpu_is_no_warning(
+    repo_root: Path,
+    add_model: AddModel,
+    fake_ort: FakeOrt,
+    gpus: GpuCount,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gpus(1)
+    fake_ort.available = [CUDA, CPU]
+    add_model("cnn", "cnn")
+    with caplog.at_level(logging.INFO, logger="edgetier.runtime"):
+        engine = _load(repo_root, "cnn")
+    assert engine.provider == CUDA
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, f"this onnxruntime lacks {TRT} (it has {CUDA}, {CPU}): models run on {CUDA}")
+    ]
