@@ -92,6 +92,11 @@ class Engine(abc.ABC):
         """The inputs and outputs the model file declares (for config auto-completion)."""
 
     @classmethod
+    def can_use_gpu(cls, config: ModelConfig) -> bool:
+        """Whether this engine, as installed, can run ``config`` on an NVIDIA GPU."""
+        return False
+
+    @classmethod
     @abc.abstractmethod
     def load(cls, path: Path, config: ModelConfig, placement: Placement) -> Engine:
         """Load one instance; raises ModelLoadError with the runtime's reason."""
@@ -110,11 +115,13 @@ class Engine(abc.ABC):
 def placements(config: ModelConfig, *, gpu_count: int | None = None) -> list[Placement]:
     """Every instance the config's instance groups ask for, in order (Triton's rules).
 
-    ``count`` instances go on each GPU of ``gpus``; a KIND_GPU group without ``gpus`` (and
-    a KIND_AUTO group, where GPUs are present) puts ``count`` on every visible GPU; KIND_CPU
-    and, on a node without GPUs, the other kinds give ``count`` instances.
+    ``count`` instances go on each GPU of ``gpus``; a KIND_GPU group without ``gpus`` puts
+    ``count`` on every visible GPU, and so does a KIND_AUTO group where the engine can use
+    them (not with onnxruntime's CPU wheel, nor LiteRT); KIND_CPU and, on a node without
+    GPUs, the other kinds give ``count`` instances.
     """
     gpus_here = visible_gpu_count() if gpu_count is None else gpu_count
+    auto_on_gpus = gpus_here > 0 and engine_class(config.platform).can_use_gpu(config)
     out: list[Placement] = []
     for index, group in enumerate(config.instance_group):
         if group.kind == "KIND_CPU":
@@ -129,8 +136,10 @@ def placements(config: ModelConfig, *, gpu_count: int | None = None) -> list[Pla
                         f"{gpus_here} GPU{'s' if gpus_here != 1 else ''} (ids 0-{gpus_here - 1})"
                     )
             devices = list(group.gpus)
-        else:
+        elif group.kind == "KIND_GPU" or auto_on_gpus:
             devices = list(range(gpus_here)) or [0]
+        else:
+            devices = [0]
         for device in devices:
             out.extend(Placement(len(out), group, device) for _ in range(group.count))
     return out

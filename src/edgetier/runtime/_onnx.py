@@ -395,6 +395,12 @@ class OnnxEngine(Engine):
         return read_graph_io(path)
 
     @classmethod
+    def can_use_gpu(cls, config: ModelConfig) -> bool:
+        have = set(ort.get_available_providers())
+        wanted = config.optimization.execution_providers
+        return any(PROVIDER_NAMES[k] in have for k in wanted if PROVIDER_NAMES[k] in GPU_PROVIDERS)
+
+    @classmethod
     def load(cls, path: Path, config: ModelConfig, placement: Placement) -> OnnxEngine:
         path = Path(path)
         label = f"model {config.name!r} instance {placement.instance}"

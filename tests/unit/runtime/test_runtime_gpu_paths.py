@@ -311,6 +311,31 @@ def test_gpu_groups_without_gpus_spread_over_visible_gpus(
     assert [_options(a, CUDA)["device_id"] for a in fake_ort.created] == devices
 
 
+@pytest.mark.parametrize(
+    ("available", "providers", "count"),
+    [
+        ([CPU], "[tensorrt, cuda, cpu]", 2),  # the CPU wheel on a GPU machine
+        ([TRT, CUDA, CPU], "[cpu]", 2),  # a config that asks for the CPU
+        ([TRT, CUDA, CPU], "[cuda, cpu]", 6),
+    ],
+)
+def test_kind_auto_spreads_only_where_the_engine_can_use_gpus(
+    repo_root: Path,
+    add_model: AddModel,
+    fake_ort: FakeOrt,
+    gpus: GpuCount,
+    available: list[str],
+    providers: str,
+    count: int,
+) -> None:
+    gpus(3)
+    fake_ort.available = available
+    config = f"instance_group: [{{count: 2}}]\noptimization: {{execution_providers: {providers}}}"
+    add_model("cnn", "cnn", config=config + "\n")
+    repo = ModelRepository(repo_root)
+    assert len(load_engines(repo.model_path("cnn", 1), repo.config("cnn"))) == count
+
+
 def test_a_gpu_id_the_node_lacks_is_a_load_error(
     repo_root: Path, add_model: AddModel, fake_ort: FakeOrt, gpus: GpuCount
 ) -> None:
