@@ -39,15 +39,11 @@ from edgetier.bench._systems import (
     start_system,
 )
 from edgetier.errors import ConfigError, EdgeTierError
+from edgetier.runtime import PROVIDER_NAMES
 
 __all__ = ["SYSTEMS", "CompareConfig", "resolve_model", "run_compare"]
 
 SYSTEMS = ("onnxruntime", "edgetier", "pytriton", "ray-serve")
-_PROVIDER_NAMES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
 
 
 @dataclass
@@ -184,7 +180,7 @@ class _Server:
             warmup_s=cfg.warmup_s,
             server_pids=[self.running.proc.pid],
             system=self.system,
-            provider=_PROVIDER_NAMES[cfg.settings.provider],
+            provider=PROVIDER_NAMES[cfg.settings.provider],
             energy=False,
             progress=False,
         )

@@ -25,15 +25,12 @@ from edgetier.bench._sampling import ResourceSampler
 from edgetier.bench._schema import BenchReport, BenchResult, Precision
 from edgetier.bench._stats import latency_summary, merge_repeats
 from edgetier.errors import ConfigError, ModelLoadError
+from edgetier.runtime import PROVIDER_NAMES
 from edgetier.runtime._datatypes import datatype_of, datatype_of_onnx
 
 __all__ = ["PROVIDERS", "ModelBenchConfig", "measure_engine", "run_model_bench"]
 
-PROVIDERS = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
+PROVIDERS = PROVIDER_NAMES  # config spelling -> ONNX Runtime's, declared in edgetier.runtime
 
 
 @dataclass

@@ -68,14 +68,17 @@ def convert(
         None, "--from-version", help="Version to start from (default: the latest)."
     ),
 ) -> None:
-    """Add a new version in another precision. Inputs and outputs keep their types."""
+    """Add a new version in another precision. Inputs and outputs keep their types.
+
+    The new version is added only once it loads.
+    """
     if not fp16:
         raise _fail("choose a target precision: --fp16")
     from edgetier.runtime import convert_fp16
 
     with _progress("FP16") as progress:
-        version = convert_fp16(model_dir, from_version=from_version, progress=progress)
-    typer.echo(f"wrote {model_dir / str(version) / 'model.onnx'} (version {version}, FP16)")
+        written = convert_fp16(model_dir, from_version=from_version, progress=progress)
+    _wrote(written, "FP16")
 
 
 @app.command("quantize")
@@ -88,7 +91,7 @@ def quantize(
         help="Directory of calibration samples: .npz keyed by input name, .npy, or images.",
     ),
     from_version: int | None = typer.Option(
-        None, "--from-version", help="Version to start from (default: the latest)."
+        None, "--from-version", help="Version to start from (default: the newest FP32 one)."
     ),
     per_channel: bool = typer.Option(
         False, "--per-channel/--per-tensor", help="Weight scales per output channel or per tensor."
@@ -97,7 +100,11 @@ def quantize(
         None, "--max-samples", min=1, help="Use at most this many calibration files."
     ),
 ) -> None:
-    """Add a new version with static INT8 quantization calibrated on sample data."""
+    """Add a new version with static INT8 quantization calibrated on sample data.
+
+    Starts from the newest FP32 version (an FP16 one cannot be quantized) unless
+    --from-version names one; the new version is added only once it loads.
+    """
     if not int8:
         raise _fail("choose a target precision: --int8")
     if calibration is None:
@@ -105,7 +112,7 @@ def quantize(
     from edgetier.runtime import quantize_int8
 
     with _progress("INT8") as progress:
-        version = quantize_int8(
+        written = quantize_int8(
             model_dir,
             calibration,
             from_version=from_version,
@@ -113,7 +120,15 @@ def quantize(
             max_samples=max_samples,
             progress=progress,
         )
-    typer.echo(f"wrote {model_dir / str(version) / 'model.onnx'} (version {version}, INT8 QDQ)")
+    _wrote(written, "INT8 QDQ")
+
+
+def _wrote(written: Any, kind: str) -> None:
+    """Say what was added and what it started from (the new version loaded once)."""
+    typer.echo(
+        f"wrote {written.path} (version {written.version}, {kind}) from version "
+        f"{written.source} ({written.source_precision.upper()}); it loads"
+    )
 
 
 @app.command("demo")

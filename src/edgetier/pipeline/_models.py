@@ -1,8 +1,9 @@
 """Models of a pipeline: where their files are, their sidecars, their engines and batchers.
 
-Each model stage gets one `edgetier.runtime` engine and one `edgetier.batching`
-DynamicBatcher, in process: the frames (or crops) of every stream are submitted to the
-same batcher, which merges them into batches across streams.
+Each model stage gets the engines `edgetier.runtime.load_engines` gives for its
+instance count (one per worker) behind one `edgetier.batching` DynamicBatcher, in
+process: the frames (or crops) of every stream are submitted to the same batcher, which
+merges them into batches across streams.
 """
 
 from __future__ import annotations
@@ -126,64 +127,56 @@ def inspect_model(path: Path) -> ModelInfo:
 def _model_config(info: ModelInfo, name: str, stage: Any) -> Any:
     from edgetier.runtime import config_for_file
 
+    optimization: dict[str, Any] = {"intra_op_threads": stage.intra_op_threads}
+    if stage.execution_providers is not None:  # else the runtime's default order, where
+        optimization["execution_providers"] = stage.execution_providers  # absent ones skip
     return config_for_file(
         info.path,
         name=name,
         max_batch_size=stage.max_batch_size if info.input_shape[0] == -1 else 0,
         instance_group=[{"count": stage.instance_count}],
-        optimization={
-            "execution_providers": _providers(stage.execution_providers),
-            "intra_op_threads": stage.intra_op_threads,
-        },
+        optimization=optimization,
         # ORT's idle intra-op threads spin by default; in a pipeline they would spin
         # against the decoder and reader threads on the same cores
         parameters={"session.intra_op.allow_spinning": "0"},
     )
 
 
-def _providers(asked: list[str] | None) -> list[str]:
-    if asked is not None:
-        return list(asked)
-    import onnxruntime as ort
-
-    have = set(ort.get_available_providers())
-    names = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider"}
-    return [k for k, v in names.items() if v in have] + ["cpu"]
-
-
 class ModelRunner:
-    """One engine behind one DynamicBatcher; `infer` splits large requests into batches."""
+    """The model's engines behind one DynamicBatcher, one engine per worker thread;
+    `infer` splits large requests into batches."""
 
     def __init__(self, name: str, info: ModelInfo, stage: Any) -> None:
         from edgetier.batching import DynamicBatcher
-        from edgetier.runtime import load_engine
+        from edgetier.runtime import load_engines
 
         self.name = name
         self.info = info
         config = _model_config(info, name, stage)
-        self.engines = [
-            load_engine(info.path, config, instance=i) for i in range(stage.instance_count)
-        ]
+        self.engines = load_engines(info.path, config)
         self.provider = self.engines[0].provider
         self.max_batch_size = stage.max_batch_size if info.input_shape[0] == -1 else 1
-        self._next = 0
         self.batcher = DynamicBatcher(
-            self._execute,
+            [engine.run for engine in self.engines],
             max_batch_size=self.max_batch_size if info.input_shape[0] == -1 else 0,
             max_queue_delay_us=stage.max_queue_delay_us,
-            instance_count=stage.instance_count,
+            instance_count=len(self.engines),
             name=name,
         )
-        log.info("model %s: %s on %s", name, info.path.name, self.provider)
+        log.info(
+            "model %s: %s on %s (%d instance%s)",
+            name,
+            info.path.name,
+            self.provider,
+            len(self.engines),
+            "" if len(self.engines) == 1 else "s",
+        )
 
     @property
     def on_gpu(self) -> bool:
-        return self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        from edgetier.runtime import GPU_PROVIDERS
 
-    def _execute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        engine = self.engines[self._next % len(self.engines)]
-        self._next += 1
-        return engine.run(inputs)
+        return self.provider in GPU_PROVIDERS
 
     async def start(self) -> None:
         await asyncio.to_thread(self._warm_up)

@@ -1,13 +1,15 @@
-"""Model repository, model config and ONNX Runtime engines.
+"""Model repository, model config and engines (ONNX Runtime; LiteRT with ``[tflite]``).
 
 Usage::
 
     repo = ModelRepository(Path("models"))
-    engine = load_engine(repo.model_path("resnet50", 1), repo.config("resnet50"))
-    outputs = engine.run({"input": np.zeros((1, 3, 224, 224), np.float32)})
+    engines = load_engines(repo.model_path("resnet50", 1), repo.config("resnet50"))
+    outputs = engines[0].run({"input": np.zeros((1, 3, 224, 224), np.float32)})
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from edgetier.runtime._autocomplete import config_for_file
 from edgetier.runtime._config import (
@@ -36,21 +38,39 @@ from edgetier.runtime._demo import (
     make_simple,
     make_small,
 )
-from edgetier.runtime._engine import Engine, OnnxEngine, TensorSpec, load_engine
-from edgetier.runtime._precision import convert_fp16, quantize_int8
+from edgetier.runtime._engine import (
+    Engine,
+    GraphTensor,
+    Placement,
+    TensorSpec,
+    load_engine,
+    load_engines,
+    placements,
+)
+from edgetier.runtime._precision import NewVersion, convert_fp16, quantize_int8
+from edgetier.runtime._providers import GPU_PROVIDERS, PROVIDER_NAMES, visible_gpu_count
+from edgetier.runtime._registry import known_platforms, register_engine
 from edgetier.runtime._repository import ModelRepository
+
+if TYPE_CHECKING:
+    from edgetier.runtime._onnx import OnnxEngine
 
 __all__ = [
     "DATATYPES",
     "DEFAULT_MAX_BATCH_SIZE",
     "DEMO_MODELS",
+    "GPU_PROVIDERS",
+    "PROVIDER_NAMES",
     "DynamicBatchingConfig",
     "Engine",
+    "GraphTensor",
     "InstanceGroup",
     "ModelConfig",
     "ModelRepository",
+    "NewVersion",
     "OnnxEngine",
     "OptimizationConfig",
+    "Placement",
     "TensorConfig",
     "TensorSpec",
     "VersionPolicy",
@@ -59,14 +79,27 @@ __all__ = [
     "convert_fp16",
     "datatype_of",
     "element_size",
+    "known_platforms",
     "load_config_file",
     "load_engine",
+    "load_engines",
     "make_identity",
     "make_resnet50",
     "make_simple",
     "make_small",
     "parse_config",
+    "placements",
     "quantize_int8",
+    "register_engine",
     "to_numpy_dtype",
     "triton_name",
+    "visible_gpu_count",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OnnxEngine":  # imported on first use: it brings onnxruntime
+        from edgetier.runtime._onnx import OnnxEngine
+
+        return OnnxEngine
+    raise AttributeError(f"module 'edgetier.runtime' has no attribute {name!r}")

@@ -1,15 +1,15 @@
-"""Complete a model config from its ONNX graph, as Triton's auto-complete does.
+"""Complete a model config from its model file, as Triton's auto-complete does.
 
-What the config leaves out (inputs, outputs, max_batch_size) is read from the graph; what
-it gives is checked against the graph, and a disagreement is a ConfigError that says which
-tensor and what the graph has::
+What the config leaves out (inputs, outputs, max_batch_size) is read from the file by the
+platform's engine (the ONNX graph, the TFLite interpreter); what it gives is checked
+against the file, and a disagreement is a ConfigError that says which tensor and what the
+graph has::
 
     config = complete_config(partial, Path("models/m/1/model.onnx"), source="models/m")
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,10 @@ from edgetier.runtime._config import (
     parse_config,
 )
 from edgetier.runtime._datatypes import datatype_of_onnx, triton_name
+from edgetier.runtime._engine import GraphTensor
+from edgetier.runtime._registry import engine_class, platform_for_file
 
 __all__ = ["GraphTensor", "complete_config", "config_for_file", "read_graph_io"]
-
-
-@dataclass(frozen=True)
-class GraphTensor:
-    """An input or output as the ONNX graph declares it (shape with -1 for dynamic)."""
-
-    name: str
-    data_type: str  # Triton spelling
-    shape: list[int] | None  # None: the graph gives no shape
 
 
 def read_graph_io(path: Path) -> tuple[list[GraphTensor], list[GraphTensor]]:
@@ -67,8 +60,8 @@ def _tensor(value: onnx.ValueInfoProto, path: Path) -> GraphTensor:
 
 
 def complete_config(config: ModelConfig, model_path: Path, *, source: str) -> ModelConfig:
-    """Fill what ``config`` leaves out from the graph at ``model_path`` and check the rest."""
-    inputs, outputs = read_graph_io(model_path)
+    """Fill what ``config`` leaves out from the file at ``model_path`` and check the rest."""
+    inputs, outputs = engine_class(config.platform).read_io(model_path)
     if "max_batch_size" in config.model_fields_set:
         max_batch_size = config.max_batch_size
     else:
@@ -89,11 +82,16 @@ def complete_config(config: ModelConfig, model_path: Path, *, source: str) -> Mo
 
 
 def config_for_file(model_path: Path, *, name: str, **fields: Any) -> ModelConfig:
-    """A config for one ONNX file outside a repository: ``fields``, the rest from its graph.
+    """A config for one model file outside a repository: ``fields``, the rest from the file.
 
-    The pipelines use it to run a model file through the same engines as the server.
+    The platform follows from the file name (``.onnx``, ``.tflite``) unless ``fields``
+    name it. The pipelines use it to run a model file through the same engines as the
+    server.
     """
     source = str(model_path)
+    platform = platform_for_file(model_path)
+    if platform is not None and "platform" not in fields and "backend" not in fields:
+        fields = {**fields, "platform": platform}
     return complete_config(
         parse_config({**fields, "name": name}, source=source), model_path, source=source
     )

@@ -18,6 +18,13 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from edgetier.config import ConfigModel, FieldError, read_yaml, validate
 from edgetier.errors import ConfigError
 from edgetier.runtime._datatypes import DATATYPES, triton_name
+from edgetier.runtime._providers import PROVIDER_KEYS, ProviderKey
+from edgetier.runtime._registry import (
+    DEFAULT_PLATFORM,
+    engine_entry,
+    known_platforms,
+    platform_for_backend,
+)
 
 __all__ = [
     "DEFAULT_MAX_BATCH_SIZE",
@@ -217,11 +224,11 @@ def _latest_one() -> VersionPolicy:
     return VersionPolicy(latest=LatestPolicy(num_versions=1))
 
 
-Provider = Literal["tensorrt", "cuda", "cpu"]
+Provider = ProviderKey
 
 
 def _default_providers() -> list[Provider]:
-    return ["tensorrt", "cuda", "cpu"]
+    return list(PROVIDER_KEYS)
 
 
 class OptimizationConfig(_Strict):
@@ -256,8 +263,8 @@ class ModelConfig(_Strict):
     """
 
     name: str = Field(min_length=1)
-    platform: Literal["onnxruntime_onnx"] = "onnxruntime_onnx"
-    backend: Literal["onnxruntime"] = "onnxruntime"
+    platform: str = DEFAULT_PLATFORM
+    backend: str = "onnxruntime"
     max_batch_size: int = Field(default=0, ge=0)
     input: list[TensorConfig] = Field(default_factory=list)
     output: list[TensorConfig] = Field(default_factory=list)
@@ -269,6 +276,36 @@ class ModelConfig(_Strict):
     optimization: OptimizationConfig = Field(default_factory=lambda: OptimizationConfig())
     default_model_filename: str = Field(default="model.onnx", min_length=1)
     parameters: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_fields(cls, data: Any) -> Any:
+        """platform, backend and default_model_filename follow from each other (Triton)."""
+        if not isinstance(data, dict):
+            return data
+        platform, backend = data.get("platform"), data.get("backend")
+        if not isinstance(platform, str | None) or not isinstance(backend, str | None):
+            return data  # the field validators say what is wrong
+        if platform is None and backend is None:
+            return data  # the defaults: ONNX Runtime
+        if platform is None:
+            assert backend is not None
+            platform = platform_for_backend(backend)
+            if platform is None:
+                raise _FieldError("backend", _engine_choices("backend", backend))
+            data = {**data, "platform": platform}
+        if platform not in known_platforms():
+            raise _FieldError("platform", _engine_choices("platform", platform))
+        entry = engine_entry(platform)
+        if backend is None:
+            data = {**data, "backend": entry.backend}
+        elif backend != entry.backend:
+            raise _FieldError(
+                "backend", f"platform {platform} runs on backend {entry.backend}, got {backend!r}"
+            )
+        if "default_model_filename" not in data:
+            data = {**data, "default_model_filename": entry.filename}
+        return data
 
     @model_validator(mode="after")
     def _cross_field(self) -> ModelConfig:
@@ -295,7 +332,11 @@ class ModelConfig(_Strict):
 
     @property
     def instance_count(self) -> int:
-        """Instances over all instance groups; as Triton, ``count`` is per listed GPU."""
+        """Instances the config names: ``count`` per listed GPU, as Triton.
+
+        A GPU group without ``gpus`` puts ``count`` on every visible GPU, which only the
+        node knows: ``edgetier.runtime.placements(config)`` gives the instances there.
+        """
         return sum(group.count * max(1, len(group.gpus)) for group in self.instance_group)
 
     def full_shape(self, tensor: TensorConfig) -> list[int]:
@@ -309,6 +350,11 @@ class ModelConfig(_Strict):
         ``google.protobuf.json_format.ParseDict``.
         """
         return _triton_json(self)
+
+
+def _engine_choices(field: str, value: str) -> str:
+    allowed = [getattr(engine_entry(p), field) for p in known_platforms()]
+    return f"must be one of {', '.join(allowed)} (the registered engines), got {value!r}"
 
 
 def _tensor_json(tensor: TensorConfig, *, is_input: bool) -> dict[str, Any]:

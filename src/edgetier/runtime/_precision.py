@@ -1,10 +1,12 @@
 """Repository tools that add a new version in another precision: FP16 and INT8 (QDQ).
 
-    convert_fp16(Path("models/resnet50"))                        # -> 2 (the new version)
-    quantize_int8(Path("models/resnet50"), Path("calib/"))       # -> 3
+    convert_fp16(Path("models/resnet50")).version                  # 2 (the new version)
+    quantize_int8(Path("models/resnet50"), Path("calib/")).source  # 1: the newest FP32 one
 
 The new version is written beside the others (next integer) and nothing else changes;
-clients keep sending FP32, since graph inputs and outputs keep their types.
+clients keep sending FP32, since graph inputs and outputs keep their types. A version is
+only added once it loads, on the CPU, with the model's own config: a tool whose output
+would not load fails with the reason and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -12,23 +14,28 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
 
-from edgetier.errors import ConfigError, ModelLoadError, ModelNotFoundError
+from edgetier.errors import ConfigError, EdgeTierError, ModelLoadError, ModelNotFoundError
 from edgetier.runtime._autocomplete import GraphTensor, read_graph_io
 from edgetier.runtime._datatypes import to_numpy_dtype
 
 __all__ = [
     "CALIBRATION_SUFFIXES",
+    "NewVersion",
     "Progress",
     "convert_fp16",
     "load_calibration",
+    "precision_of",
     "quantize_int8",
 ]
+
+Precision = Literal["fp32", "fp16", "int8"]
 
 Progress = Callable[[str, int, int], None]
 """progress(step, done, total): total is 0 when unknown."""
@@ -38,18 +45,83 @@ CALIBRATION_SUFFIXES = (".npy", ".npz", *IMAGE_SUFFIXES)
 _MODEL_FILE = "model.onnx"
 
 
+@dataclass(frozen=True)
+class NewVersion:
+    """A version a tool added: its number and file, and the version it started from."""
+
+    version: int
+    path: Path
+    precision: Precision
+    source: int
+    source_precision: Precision
+
+
+_QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "ConvInteger",
+        "DynamicQuantizeLinear",
+    }
+)
+
+
+def precision_of(model: onnx.ModelProto) -> Precision:
+    """What a graph computes in: int8 (quantized ops), fp16 (FP16 weights), else fp32."""
+    graph = model.graph
+    if any(node.op_type in _QUANTIZED_OPS for node in graph.node):
+        return "int8"
+    fp16 = onnx.TensorProto.FLOAT16
+    if any(init.data_type == fp16 for init in graph.initializer):
+        return "fp16"
+    for node in graph.node:
+        if node.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in node.attribute):
+            return "fp16"
+    return "fp32"
+
+
+def _precision_of_file(path: Path) -> Precision:
+    try:
+        return precision_of(onnx.load(str(path), load_external_data=False))
+    except Exception:
+        return "fp32"  # unreadable: _load says why when it is the one chosen
+
+
 def _versions(model_dir: Path) -> list[int]:
     if not model_dir.is_dir():
         raise ModelNotFoundError(f"{model_dir} is not a model directory")
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def _source(model_dir: Path, from_version: int | None) -> tuple[Path, int]:
-    """The model file to start from and the number of the version to write."""
+def _source(
+    model_dir: Path, from_version: int | None, *, fp32_only: bool = False
+) -> tuple[Path, int, int]:
+    """The model file to start from, its version and the number of the version to write.
+
+    Without ``from_version``: the latest version, or with ``fp32_only`` the newest FP32
+    one (INT8 calibrates FP32 activations; quantizing an FP16 graph writes FP16 scales,
+    which ONNX Runtime refuses to load).
+    """
     versions = _versions(model_dir)
     if not versions:
         raise ModelLoadError(f"{model_dir} has no version: expected {model_dir}/1/{_MODEL_FILE}")
-    version = versions[-1] if from_version is None else from_version
+    if from_version is not None:
+        version = from_version
+    elif fp32_only:
+        found = {v: _precision_of_file(model_dir / str(v) / _MODEL_FILE) for v in versions}
+        fp32 = [v for v, p in found.items() if p == "fp32"]
+        if not fp32:
+            listed = ", ".join(f"{v} ({p})" for v, p in found.items())
+            raise ModelLoadError(
+                f"{model_dir} has no FP32 version to start from (versions: {listed}); "
+                "name one with --from-version"
+            )
+        version = fp32[-1]
+    else:
+        version = versions[-1]
     if version not in versions:
         raise ModelNotFoundError(
             f"--from-version: {model_dir} has no version {version}; versions: {versions}"
@@ -57,22 +129,50 @@ def _source(model_dir: Path, from_version: int | None) -> tuple[Path, int]:
     source = model_dir / str(version) / _MODEL_FILE
     if not source.is_file():
         raise ModelLoadError(f"{source} does not exist")
-    return source, versions[-1] + 1
+    return source, version, versions[-1] + 1
 
 
 def _write_version(model_dir: Path, version: int, write: Callable[[Path], None]) -> Path:
-    """Write <model_dir>/<version>/model.onnx atomically: a poller never sees half a version."""
+    """Write <model_dir>/<version>/model.onnx atomically: a poller never sees half a version.
+
+    The file is loaded once, on the CPU with the model's config, before the version
+    appears; one that does not load is removed and the reason raised.
+    """
     final = model_dir / str(version)
     if final.exists():
         raise ConfigError(f"{final} already exists")
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=model_dir))
     try:
         write(staging / _MODEL_FILE)
+        _check_loads(model_dir, staging / _MODEL_FILE, version)
         staging.rename(final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final / _MODEL_FILE
+
+
+def _check_loads(model_dir: Path, path: Path, version: int) -> None:
+    """Load ``path`` as the server would load the model's next version (on the CPU)."""
+    from edgetier.runtime._autocomplete import complete_config
+    from edgetier.runtime._config import InstanceGroup, load_config_file, parse_config
+    from edgetier.runtime._engine import load_engine
+
+    config_file = model_dir / "config.yaml"
+    source = str(config_file)
+    try:
+        if config_file.is_file():
+            raw = load_config_file(config_file, name=model_dir.name)
+        else:
+            raw = parse_config({}, source=source, name=model_dir.name)
+        raw = raw.model_copy(update={"instance_group": [InstanceGroup(kind="KIND_CPU")]})
+        engine = load_engine(path, complete_config(raw, path, source=source))
+        engine.close()
+    except EdgeTierError as exc:
+        raise ModelLoadError(
+            f"version {version} was not added to {model_dir}: the new model does not load: "
+            f"{exc.message}"
+        ) from None
 
 
 def _load(source: Path) -> onnx.ModelProto:
@@ -84,15 +184,16 @@ def _load(source: Path) -> onnx.ModelProto:
 
 def convert_fp16(
     model_dir: Path, *, from_version: int | None = None, progress: Progress | None = None
-) -> int:
+) -> NewVersion:
     """Write a new version whose graph computes in FP16 (inputs/outputs stay FP32).
 
-    Returns the new version number.
+    Starts from the latest version unless ``from_version``; returns what was written.
     """
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model_dir = Path(model_dir)
-    source, version = _source(model_dir, from_version)
+    source, source_version, version = _source(model_dir, from_version)
+    source_precision = _precision_of_file(source)
     _step(progress, f"reading {source}", 0, 3)
     model = _load(source)
     _step(progress, "converting to FP16", 1, 3)
@@ -102,9 +203,9 @@ def convert_fp16(
         _step(progress, f"writing version {version}", 2, 3)
         onnx.save(converted, str(path))
 
-    _write_version(model_dir, version, write)
+    path = _write_version(model_dir, version, write)
     _step(progress, "done", 3, 3)
-    return version
+    return NewVersion(version, path, "fp16", source_version, source_precision)
 
 
 def quantize_int8(
@@ -115,18 +216,21 @@ def quantize_int8(
     per_channel: bool = False,
     max_samples: int | None = None,
     progress: Progress | None = None,
-) -> int:
+) -> NewVersion:
     """Write a new version with static INT8 quantization in QDQ format.
 
     Activations and weights are symmetric INT8 (what TensorRT's explicit quantization
     wants; ONNX Runtime's CPU provider runs it too). Weight scales are per tensor unless
     ``per_channel``: per-channel Gemm weights lost accuracy in ONNX Runtime 1.32's
-    quantizer on the test models. Returns the new version number.
+    quantizer on the test models. Starts from the newest FP32 version unless
+    ``from_version``; returns what was written.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     model_dir = Path(model_dir)
-    source, version = _source(model_dir, from_version)
+    source, source_version, version = _source(model_dir, from_version, fp32_only=True)
+    source_precision = _precision_of_file(source)
+    _step(progress, f"from version {source_version} ({source_precision.upper()})", 0, 0)
     inputs, _ = read_graph_io(source)
     samples = load_calibration(Path(calibration_dir), inputs, max_samples=max_samples)
     reader = _Reader(samples, progress)
@@ -144,9 +248,9 @@ def quantize_int8(
         )
 
     _step(progress, "calibrating", 0, len(samples))
-    _write_version(model_dir, version, write)
+    path = _write_version(model_dir, version, write)
     _step(progress, "done", len(samples), len(samples))
-    return version
+    return NewVersion(version, path, "int8", source_version, source_precision)
 
 
 def _step(progress: Progress | None, step: str, done: int, total: int) -> None:

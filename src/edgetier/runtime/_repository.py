@@ -1,4 +1,4 @@
-"""The model repository on disk: ``<root>/<model>/config.yaml`` and ``<version>/model.onnx``.
+"""The model repository: ``<root>/<model>/config.yaml`` and ``<version>/model.onnx`` (.tflite).
 
 Usage::
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from edgetier.errors import ModelLoadError, ModelNotFoundError
 from edgetier.runtime._autocomplete import complete_config
 from edgetier.runtime._config import ModelConfig, load_config_file, parse_config
+from edgetier.runtime._registry import engine_entry, known_platforms
 
 __all__ = ["CONFIG_FILENAME", "ModelRepository"]
 
@@ -85,10 +86,17 @@ class ModelRepository:
         return self.root / name / str(version) / filename
 
     def fingerprint(self, name: str) -> str:
-        """A digest of every file of the model (path, size, mtime): changes on any edit."""
+        """A digest of the model's files (path, size, mtime): changes on any edit.
+
+        Covers the files at the top of the model directory and the version directories;
+        other directories (a TensorRT engine cache the engines write) are left out, so
+        that writing a cache does not look like a new model.
+        """
         model_dir = self._model_dir(name)
         digest = hashlib.sha256()
         for dirpath, dirnames, filenames in os.walk(model_dir):
+            if dirpath == str(model_dir):
+                dirnames[:] = [d for d in dirnames if d.isdigit()]
             dirnames.sort()
             for filename in sorted(filenames):
                 full = os.path.join(dirpath, filename)
@@ -111,11 +119,35 @@ class ModelRepository:
         return self.root / name
 
     def _raw_config(self, name: str) -> ModelConfig:
-        """config.yaml as written (or the defaults), not completed from the graph."""
+        """config.yaml as written (or the defaults), not completed from the graph.
+
+        A config that names no platform, backend or file gets the platform of the file
+        the newest version holds (``model.onnx``, ``model.tflite``), as Triton does.
+        """
         path = self._model_dir(name) / CONFIG_FILENAME
         if path.is_file():
-            return load_config_file(path, name=name)
-        return parse_config({}, source=str(path), name=name)
+            config = load_config_file(path, name=name)
+        else:
+            config = parse_config({}, source=str(path), name=name)
+        if {"platform", "backend", "default_model_filename"} & config.model_fields_set:
+            return config
+        versions = self.versions(name)
+        if (
+            not versions
+            or (self.root / name / str(versions[-1]) / config.default_model_filename).is_file()
+        ):
+            return config
+        for platform in known_platforms():
+            entry = engine_entry(platform)
+            if (self.root / name / str(versions[-1]) / entry.filename).is_file():
+                return config.model_copy(
+                    update={
+                        "platform": platform,
+                        "backend": entry.backend,
+                        "default_model_filename": entry.filename,
+                    }
+                )
+        return config
 
     def _select(self, name: str, config: ModelConfig) -> list[int]:
         on_disk = self.versions(name)

@@ -1,6 +1,7 @@
 """The model manager: which model versions are loaded, their state, engines and batchers.
 
-Each loaded version has ``instance_count`` engines behind one DynamicBatcher. Loading,
+Each loaded version has the engines ``edgetier.runtime.load_engines`` gives for its
+instance groups, one per worker of one DynamicBatcher. Loading,
 reloading and unloading never drop requests in flight: the new version's batcher starts
 and is swapped in before the old one drains and stops. A model that fails to load is
 UNAVAILABLE with its reason while the others go on serving.
@@ -12,11 +13,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-import queue
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -29,7 +26,7 @@ from edgetier.errors import (
     ModelNotReadyError,
     UnsupportedError,
 )
-from edgetier.runtime import Engine, ModelConfig, ModelRepository, load_engine
+from edgetier.runtime import Engine, ModelConfig, ModelRepository, load_engines
 from edgetier.server._signature import Signature
 from edgetier.server._stats import VersionStats
 
@@ -66,7 +63,10 @@ class ModelVersion:
         self.version_str = str(version)
         self.config = config
         self.engines = engines
-        self.provider = engines[0].provider if engines else "none"
+        # where the instances run, in instance order ("CUDAExecutionProvider" for most)
+        self.provider = ", ".join(dict.fromkeys(e.provider for e in engines)) or "none"
+        # what runs differently from the config (a provider that failed, graphs off)
+        self.notes = list(dict.fromkeys(n for e in engines for n in e.notes))
         self.stats = VersionStats()
         self.signature = Signature(
             name,
@@ -77,7 +77,7 @@ class ModelVersion:
         self.batched = config.max_batch_size > 0
         dyn = config.dynamic_batching
         self.batcher = DynamicBatcher(
-            _executor(engines),
+            [engine.run for engine in engines],  # one engine per worker thread
             max_batch_size=config.max_batch_size,
             dynamic=dyn is not None,
             max_queue_delay_us=dyn.max_queue_delay_microseconds if dyn else 0,
@@ -105,14 +105,20 @@ class ModelVersion:
             "platform": self.config.platform,
             "inputs": [e.metadata() for e in self.signature.inputs.values()],
             "outputs": [e.metadata() for e in self.signature.outputs.values()],
-            "parameters": {"execution_provider": self.provider},
+            "parameters": self._parameters(),
         }
+
+    def _parameters(self) -> dict[str, str]:
+        params = {"execution_provider": self.provider}
+        if self.notes:
+            params["engine_notes"] = "; ".join(self.notes)
+        return params
 
     def config_json(self) -> dict[str, Any]:
         """Triton's model-config JSON, plus the provider actually running it."""
         data = self.config.to_triton_json()
         params = dict(data.get("parameters") or {})
-        params["execution_provider"] = {"string_value": self.provider}
+        params.update({k: {"string_value": v} for k, v in self._parameters().items()})
         data["parameters"] = params
         return data
 
@@ -120,24 +126,6 @@ class ModelVersion:
         for engine in self.engines:
             with contextlib.suppress(Exception):
                 engine.close()
-
-
-def _executor(engines: list[Engine]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """What the batcher's workers call: one engine per worker thread, never shared."""
-    if len(engines) == 1:
-        return engines[0].run
-    local = threading.local()
-    spare: queue.SimpleQueue[Engine] = queue.SimpleQueue()
-    for engine in engines:
-        spare.put(engine)
-
-    def execute(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        engine = getattr(local, "engine", None)
-        if engine is None:
-            engine = local.engine = spare.get()
-        return engine.run(inputs)
-
-    return execute
 
 
 @dataclass
@@ -368,19 +356,10 @@ class ModelManager:
         numbers = sorted(self.repository.versions_to_load(name))
         if not numbers:
             raise EdgeTierError(f"model {name!r} has no version to load under its version_policy")
-        count = sum(max(1, g.count) for g in config.instance_group) or 1
         built: list[ModelVersion] = []
         try:
             for number in numbers:
-                path = self.repository.model_path(name, number)
-                engines: list[Engine] = []
-                try:
-                    for instance in range(count):
-                        engines.append(load_engine(Path(path), config, instance=instance))
-                except BaseException:
-                    for engine in engines:
-                        engine.close()
-                    raise
+                engines = load_engines(self.repository.model_path(name, number), config)
                 built.append(ModelVersion(name, number, config, engines))
         except BaseException:
             for version in built:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         running_server,
     )
     from edgetier.testing._services import Mosquitto, RtspRelay, ServiceProcess
+    from edgetier.testing._tflite import make_tflite_mlp, tflite_mlp_reference
 
 __all__ = [
     "DEMO",
@@ -39,7 +40,9 @@ __all__ = [
     "free_udp_range",
     "make_random_classifier",
     "make_random_detector",
+    "make_tflite_mlp",
     "running_server",
+    "tflite_mlp_reference",
     "wait_for_port",
 ]
 
@@ -57,6 +60,8 @@ _WHERE = {
     "running_server": "_server",
     "make_random_classifier": "_models",
     "make_random_detector": "_models",
+    "make_tflite_mlp": "_tflite",
+    "tflite_mlp_reference": "_tflite",
 }
 
 

@@ -49,7 +49,7 @@ def test_convert_fp16(tmp_path: Path) -> None:
     build_demo_repository(tmp_path, models=["small"])
     result = runner.invoke(app, ["model", "convert", "--fp16", str(tmp_path / "small")])
     assert result.exit_code == 0, result.output
-    assert "version 2, FP16" in result.output
+    assert "version 2, FP16) from version 1 (FP32); it loads" in result.output
     assert ModelRepository(tmp_path).versions("small") == [1, 2]
 
 
@@ -71,7 +71,7 @@ def test_quantize_int8(tmp_path: Path) -> None:
     args = ["model", "quantize", "--int8", "--calibration", str(calibration)]
     result = runner.invoke(app, [*args, str(tmp_path / "small")])
     assert result.exit_code == 0, result.output
-    assert "version 2, INT8 QDQ" in result.output
+    assert "version 2, INT8 QDQ) from version 1 (FP32); it loads" in result.output
     assert ModelRepository(tmp_path).versions_to_load("small") == [2]
 
 
@@ -95,3 +95,51 @@ def test_unknown_model_dir(tmp_path: Path) -> None:
     result = runner.invoke(app, ["model", "convert", "--fp16", str(tmp_path / "nope")])
     assert result.exit_code == 1
     assert "is not a model directory" in result.output
+
+
+def _calibration(tmp_path: Path) -> Path:
+    calibration = tmp_path / "calib"
+    calibration.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        np.save(calibration / f"{i}.npy", rng.standard_normal((16,)).astype(np.float32))
+    return calibration
+
+
+def test_convert_then_quantize_then_serve(tmp_path: Path) -> None:
+    from tritonclient.grpc import InferenceServerClient, InferInput
+
+    from edgetier.testing import edit_config, running_server
+
+    repo = tmp_path / "repo"
+    build_demo_repository(repo, models=["small"])
+    model = str(repo / "small")
+    assert runner.invoke(app, ["model", "convert", "--fp16", model]).exit_code == 0
+    args = ["model", "quantize", "--int8", "--calibration", str(_calibration(tmp_path)), model]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "version 3, INT8 QDQ) from version 1 (FP32); it loads" in result.output
+    edit_config(repo, "small", version_policy={"all": {}})
+    with running_server(repo) as server:
+        client = InferenceServerClient(server.grpc_url)
+        for version in ("1", "2", "3"):
+            assert client.is_model_ready("small", version)
+            x = InferInput("input", [2, 16], "FP32")
+            x.set_data_from_numpy(np.ones((2, 16), np.float32))
+            out = client.infer("small", [x], model_version=version).as_numpy("output")
+            assert out.shape == (2, 4)
+        client.close()
+
+
+def test_quantize_whose_output_cannot_load_fails(tmp_path: Path) -> None:
+    build_demo_repository(tmp_path, models=["small"])
+    model = str(tmp_path / "small")
+    assert runner.invoke(app, ["model", "convert", "--fp16", model]).exit_code == 0
+    calibration = str(_calibration(tmp_path))
+    args = ["model", "quantize", "--int8", "--calibration", calibration, "--from-version", "2"]
+    result = runner.invoke(app, [*args, model], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "error: version 3 was not added" in text
+    assert "the new model does not load" in text and "INVALID_GRAPH" in text
+    assert ModelRepository(tmp_path).versions("small") == [1, 2]

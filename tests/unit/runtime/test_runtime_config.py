@@ -126,7 +126,11 @@ def test_unknown_top_level_field(tmp_path: Path) -> None:
             "version_policy: {specific: {versions: [0]}}\n",
             "version_policy.specific.versions: each version must be >= 1, got 0",
         ),
-        ("platform: tensorflow_savedmodel\n", "platform: must be one of 'onnxruntime_onnx'"),
+        (
+            "platform: tensorflow_savedmodel\n",
+            "platform: must be one of onnxruntime_onnx, litert_tflite (the registered engines), "
+            "got 'tensorflow_savedmodel'",
+        ),
     ],
 )
 def test_bad_values(tmp_path: Path, text: str, expected: str) -> None:
