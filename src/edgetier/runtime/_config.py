@@ -292,15 +292,15 @@ class ModelConfig(_Strict):
             assert backend is not None
             platform = platform_for_backend(backend)
             if platform is None:
-                raise _FieldError("backend", _engine_choices("backend", backend))
+                raise FieldError("backend", _engine_choices("backend", backend))
             data = {**data, "platform": platform}
         if platform not in known_platforms():
-            raise _FieldError("platform", _engine_choices("platform", platform))
+            raise FieldError("platform", _engine_choices("platform", platform))
         entry = engine_entry(platform)
         if backend is None:
             data = {**data, "backend": entry.backend}
         elif backend != entry.backend:
-            raise _FieldError(
+            raise FieldError(
                 "backend", f"platform {platform} runs on backend {entry.backend}, got {backend!r}"
             )
         if "default_model_filename" not in data:
