@@ -41,11 +41,6 @@ class ModelCost:
         scale = bytes_per_element / 4.0
         return (self.weight_bytes + batch_size * self.activation_bytes) * scale
 
-    @property
-    def arithmetic_intensity(self) -> float:
-        """FLOPs per byte at batch 1 (fp32)."""
-        return self.flops / max(1, self.weight_bytes + self.activation_bytes)
-
 
 def _static(model: onnx.ModelProto, batch_size: int) -> onnx.ModelProto:
     """Copy with every symbolic or unknown input dimension fixed (batch first, else 1)."""

@@ -24,6 +24,7 @@ from pydantic import ConfigDict, Field, model_validator
 from edgetier.config import ConfigModel, FieldError, read_yaml, validate
 from edgetier.errors import ConfigError
 from edgetier.pipeline._registry import Registry
+from edgetier.runtime import ProviderKey
 from edgetier.synthetic._config import SceneConfig
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class ModelStageConfig(StageConfig):
     max_batch_size: int = Field(8, ge=1, le=1024)
     max_queue_delay_us: int = Field(2000, ge=0)
     instance_count: int = Field(1, ge=1, le=16)
-    execution_providers: list[Literal["tensorrt", "cuda", "cpu"]] | None = Field(
+    execution_providers: list[ProviderKey] | None = Field(
         None, description="None = the GPU providers this onnxruntime has, then cpu"
     )
     intra_op_threads: int = Field(0, ge=0)

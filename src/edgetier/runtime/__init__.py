@@ -48,7 +48,12 @@ from edgetier.runtime._engine import (
     placements,
 )
 from edgetier.runtime._precision import NewVersion, convert_fp16, quantize_int8
-from edgetier.runtime._providers import GPU_PROVIDERS, PROVIDER_NAMES, visible_gpu_count
+from edgetier.runtime._providers import (
+    GPU_PROVIDERS,
+    PROVIDER_NAMES,
+    ProviderKey,
+    visible_gpu_count,
+)
 from edgetier.runtime._registry import known_platforms, register_engine
 from edgetier.runtime._repository import ModelRepository
 
@@ -71,6 +76,7 @@ __all__ = [
     "OnnxEngine",
     "OptimizationConfig",
     "Placement",
+    "ProviderKey",
     "TensorConfig",
     "TensorSpec",
     "VersionPolicy",

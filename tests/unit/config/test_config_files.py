@@ -31,9 +31,7 @@ def test_model_config_reports_every_error(tmp_path: Path) -> None:
     lines = _lines(info)
     assert lines[0] == f"{path}: the model config has 5 errors"
     assert f"{path}: max_batch_size: must be >= 0, got -1" in lines
-    assert (
-        f"{path}: dynamic_batching.max_queue_delay_microseconds: must be >= 0, got -5" in lines
-    )
+    assert f"{path}: dynamic_batching.max_queue_delay_microseconds: must be >= 0, got -5" in lines
     assert any(
         line.startswith(f"{path}: dynamic_batching.max_queue_sizes: unknown field; allowed: ")
         for line in lines
