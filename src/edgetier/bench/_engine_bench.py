@@ -7,6 +7,7 @@ throughput (samples/s), CPU and GPU use, peak memory and energy per inference.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from edgetier.bench._sampling import ResourceSampler
 from edgetier.bench._schema import BenchReport, BenchResult, Precision
 from edgetier.bench._stats import latency_summary, merge_repeats
 from edgetier.errors import ConfigError, ModelLoadError
-from edgetier.runtime._datatypes import datatype_of, datatype_of_onnx
+from edgetier.runtime import datatype_of
 
 __all__ = ["PROVIDERS", "ModelBenchConfig", "measure_engine", "run_model_bench"]
 
@@ -185,8 +186,7 @@ def _run_threads(
 
 
 def measure_engine(
-    session: Any,
-    inputs: dict[str, np.ndarray],
+    run_once: Callable[[], object],
     *,
     batch_size: int,
     concurrency: int = 1,
@@ -195,17 +195,14 @@ def measure_engine(
     warmup_s: float = 1.0,
     energy: EnergyProbe | None = None,
 ) -> tuple[list[int], float, dict[str, Any]]:
-    """Warm up, then measure one configuration: (latencies ns, window s, resource figures)."""
-
-    def call() -> object:
-        return session.run(None, inputs)
-
-    _run_threads(call, concurrency, duration_s=max(warmup_s, 1e-3), count=None)
+    """Warm up, then measure ``run_once`` (one inference of ``batch_size`` rows) from
+    ``concurrency`` threads: (latencies ns, window s, resource figures)."""
+    _run_threads(run_once, concurrency, duration_s=max(warmup_s, 1e-3), count=None)
     sampler = ResourceSampler()
     sampler.start()
     if energy is not None:
         energy.start()
-    latencies, wall_s = _run_threads(call, concurrency, duration_s=duration_s, count=count)
+    latencies, wall_s = _run_threads(run_once, concurrency, duration_s=duration_s, count=count)
     reading = energy.stop() if energy is not None else None
     usage = sampler.stop()
     sampler.close()
@@ -256,8 +253,7 @@ def run_model_bench(cfg: ModelBenchConfig, *, command: str | None = None) -> Ben
                     for r in range(cfg.repeats):
                         progress.phase(f"{provider}/{precision} batch {batch_size} #{r + 1}")
                         lat, wall_s, extra = measure_engine(
-                            session,
-                            inputs,
+                            functools.partial(session.run, None, inputs),
                             batch_size=batch_size,
                             concurrency=cfg.concurrency,
                             duration_s=cfg.duration_s,
@@ -286,17 +282,3 @@ def run_model_bench(cfg: ModelBenchConfig, *, command: str | None = None) -> Ben
     finally:
         probe.close()
     return make_report("model", results, model=model_info(cfg.path), command=command, notes=notes)
-
-
-def model_specs(path: Path) -> list[InputSpec]:
-    """Input specs read from the ONNX graph (dynamic dims as -1)."""
-    proto = onnx.load(str(path), load_external_data=False)
-    init = {t.name for t in proto.graph.initializer}
-    specs = []
-    for vi in proto.graph.input:
-        if vi.name in init:
-            continue
-        tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
-        specs.append(InputSpec(vi.name, datatype_of_onnx(tt.elem_type), dims))
-    return specs

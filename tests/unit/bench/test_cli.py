@@ -142,3 +142,45 @@ def test_pipeline_missing_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", "pipeline", str(tmp_path / "p.yaml")])
     assert result.exit_code == 2
     assert "not found" in result.output
+
+
+def _repo_with_own_config(tiny_model: Path, root: Path) -> Path:
+    (root / "tiny" / "1").mkdir(parents=True)
+    (root / "tiny" / "1" / "model.onnx").write_bytes(tiny_model.read_bytes())
+    (root / "tiny" / "config.yaml").write_text(
+        "max_batch_size: 4\ndynamic_batching: {max_queue_delay_microseconds: 1000}\n"
+    )
+    return root / "tiny"
+
+
+def test_compare_batch_sizes_above_the_models_max_are_refused(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    folder = _repo_with_own_config(tiny_model, tmp_path / "repo")
+    result = runner.invoke(
+        app, ["bench", "compare", str(folder), "--systems", "onnxruntime", "--no-progress"]
+    )
+    assert result.exit_code == 2
+    assert "batch sizes [8] exceed the max_batch_size 4 (config.yaml" in result.output
+    assert "--batch-sizes up to 4 or --max-batch-size" in result.output
+
+
+def test_compare_options_override_the_config_and_the_report_says_so(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    folder = _repo_with_own_config(tiny_model, tmp_path / "repo")
+    out = tmp_path / "cmp"
+    args = ["bench", "compare", str(folder), "--systems", "onnxruntime", "--batch-sizes", "8"]
+    args += ["--max-batch-size", "8", "--concurrency", "1", "--duration-s", "0.1"]
+    args += ["--warmup-s", "0", "--no-energy", "--no-progress", "--no-plots", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = BenchReport.read(out.with_suffix(".json"))
+    assert report.settings["max_batch_size"] == {"value": 8, "from": "option"}
+    assert report.settings["max_queue_delay_us"] == {"value": 1000, "from": "config.yaml"}
+    assert report.settings["intra_op_spinning"] == {"value": False, "from": "server default"}
+    (row,) = report.results
+    assert (row.system, row.batch_size, row.provider) == ("onnxruntime", 8, "CPUExecutionProvider")
+    markdown = out.with_suffix(".md").read_text()
+    assert "max batch size 8 (option)" in markdown
+    assert "intra-op spinning off (server default)" in markdown
