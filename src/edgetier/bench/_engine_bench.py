@@ -8,6 +8,7 @@ throughput (samples/s), CPU and GPU use, peak memory and energy per inference.
 from __future__ import annotations
 
 import functools
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -70,7 +71,26 @@ class ModelBenchConfig:
             raise ConfigError(f"duration_s must be > 0, got {self.duration_s}")
 
 
-_MAKE = {"fp32": "convert", "fp16": "convert --fp16", "int8": "quantize --int8"}
+def precision_hint(path: Path, native: Precision, wanted: Precision) -> str:
+    """A command that gets ``wanted`` for the model at ``path`` (which is ``native``), as
+    the user can run it: bench the file as it is, or make the version with `edgetier model`.
+    """
+    if wanted == "fp32" or native != "fp32":  # nothing turns a model back into FP32
+        return (
+            f"measure it as it is: `edgetier bench model {shlex.quote(str(path))} "
+            f"--precisions {native}`"
+        )
+    in_repo = path.parent.name.isdigit()
+    model_dir = shlex.quote(str(path.parent.parent)) if in_repo else "MODEL_DIR"
+    make = (
+        f"edgetier model convert --fp16 {model_dir}"
+        if wanted == "fp16"
+        else f"edgetier model quantize --int8 --calibration CALIBRATION_DIR {model_dir}"
+    )
+    where = (
+        "" if in_repo else " (MODEL_DIR: a repository model folder with this file as 1/model.onnx)"
+    )
+    return f"make a {wanted} version with `{make}`{where}, then bench its model.onnx"
 
 
 def native_precision(model: onnx.ModelProto) -> Precision:
@@ -108,8 +128,7 @@ def _plan(
             else:
                 notes.append(
                     f"{short}/{precision}: skipped; the model is {native} and {short} cannot "
-                    f"run it as {precision} (make a {precision} version with "
-                    f"`edgetier model {_MAKE[precision]}`)"
+                    f"run it as {precision}; {precision_hint(cfg.path, native, precision)}"
                 )
     return runs, notes
 

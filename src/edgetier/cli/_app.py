@@ -10,13 +10,16 @@ import typer
 
 from edgetier import __version__
 from edgetier.cli import _bench, _hw, _model, _pipeline, _serve
+from edgetier.cli._help import HelpGroup
 
 app = typer.Typer(
     name="edgetier",
+    cls=HelpGroup,
     help="AI inference on GPU edge nodes: serve models, run pipelines, benchmark, probe hardware.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help wraps what rich's tables cut (see _help)
 )
 
 
@@ -36,10 +39,10 @@ def _root(
 
 
 app.command("serve")(_serve.serve)
-app.add_typer(_model.app, name="model")
-app.add_typer(_hw.app, name="hw")
-app.add_typer(_bench.app, name="bench")
-app.add_typer(_pipeline.app, name="pipeline")
+app.add_typer(_model.app, name="model", cls=HelpGroup)
+app.add_typer(_hw.app, name="hw", cls=HelpGroup)
+app.add_typer(_bench.app, name="bench", cls=HelpGroup)
+app.add_typer(_pipeline.app, name="pipeline", cls=HelpGroup)
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -184,3 +186,44 @@ def test_compare_options_override_the_config_and_the_report_says_so(
     markdown = out.with_suffix(".md").read_text()
     assert "max batch size 8 (option)" in markdown
     assert "intra-op spinning off (server default)" in markdown
+
+
+def _hinted_command(output: str) -> list[str]:
+    """The `edgetier ...` command a message suggests, as CLI arguments."""
+    match = re.search(r"`edgetier ([^`]+)`", output.replace("\n", " "))
+    assert match, output
+    return shlex.split(match.group(1))
+
+
+def test_bench_model_on_fp16_file_hints_the_precisions_option(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from edgetier.runtime import convert_fp16
+
+    folder = _repo_with_own_config(tiny_model, tmp_path / "repo")
+    version = convert_fp16(folder)
+    fp16_file = folder / str(version) / "model.onnx"
+    quiet = ["--count", "5", "--warmup-s", "0", "--no-progress", "--no-energy", "--no-plots"]
+    result = runner.invoke(app, ["bench", "model", str(fp16_file), *quiet])
+    assert result.exit_code == 2
+    assert "the model is fp16 and cpu cannot run it as fp32" in result.output
+    assert "convert" not in result.output
+    hinted = _hinted_command(result.output)
+    assert hinted == ["bench", "model", str(fp16_file), "--precisions", "fp16"]
+    out = tmp_path / "fp16"
+    again = runner.invoke(app, [*hinted, *quiet, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert {r.precision for r in BenchReport.read(out.with_suffix(".json")).results} == {"fp16"}
+
+
+def test_bench_model_fp16_of_an_fp32_file_hints_convert(tiny_model: Path, tmp_path: Path) -> None:
+    folder = _repo_with_own_config(tiny_model, tmp_path / "repo")
+    args = ["bench", "model", str(folder / "1" / "model.onnx"), "--precisions", "fp16"]
+    args += ["--providers", "cpu", "--count", "5", "--no-progress", "--no-energy"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    hinted = _hinted_command(result.output)
+    assert hinted == ["model", "convert", "--fp16", str(folder)]
+    made = runner.invoke(app, hinted)
+    assert made.exit_code == 0, made.output
+    assert (folder / "2" / "model.onnx").is_file()
