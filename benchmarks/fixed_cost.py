@@ -7,12 +7,15 @@ drift of a shared machine hits all alike:
 
 1. Latency at batch 1, one request at a time (tritonclient's synchronous clients, the
    cheapest Python clients): raw ONNX Runtime (the server's own engine, loaded with
-   ``load_engine``), in-process batching (``DynamicBatcher.submit`` and a ``@batch``
-   function on the same engine), and the EdgeTier server over HTTP with JSON tensors, HTTP
+   ``load_engine``), in-process batching (``DynamicBatcher.submit``, the same with
+   ``inline_execute_us=200`` as the server sets it, and a ``@batch`` function on the same
+   engine), and the EdgeTier server over HTTP with JSON tensors, HTTP
    with binary tensors, gRPC unary, gRPC streaming, and system shared memory over gRPC and
    HTTP (the client writes the input into its region and reads the output from its region
-   on every request). The fixed cost of a path is its p50 minus raw ONNX Runtime's p50 in
-   the same round; the figure is the median over rounds.
+   on every request); for the small model also the same gRPC clients against a service
+   that answers at once (``_null_grpc.py``), the floor of a gRPC round trip whatever the
+   server. The fixed cost of a path is its p50 minus raw ONNX Runtime's p50 in the same
+   round; the figure is the median over rounds.
 2. Small model only, throughput at concurrency 8, batch 1 and batch 8: raw ONNX Runtime
    (8 threads), the in-process batcher (8 asyncio callers) and the server over gRPC (the
    asyncio load generator of `edgetier bench`), each with dynamic batching and no queue
@@ -34,8 +37,6 @@ import math
 import os
 import queue
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -50,7 +51,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 import yaml
-from _harness import RESULTS, save
+from _harness import RESULTS, null_grpc_service, save, serve, timed, wait_ready
 from onnx import TensorProto, helper
 
 from edgetier.batching import DynamicBatcher, batch
@@ -66,28 +67,6 @@ from edgetier.runtime import ModelRepository, build_demo_repository, load_engine
 from edgetier.testing import free_port
 
 Timed = Callable[[int], list[int]]  # n requests -> their latencies in ns
-
-
-def _timed(call: Callable[[], object], n: int) -> list[int]:
-    out = []
-    for _ in range(n):
-        start = time.perf_counter_ns()
-        call()
-        out.append(time.perf_counter_ns() - start)
-    return out
-
-
-def _wait_ready(client: grpcclient.InferenceServerClient) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if client.is_model_ready(SMALL.name) and client.is_model_ready(FRAME.name):
-                return
-        except Exception:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit("edgetier serve did not become ready in 60 s")
-        time.sleep(0.2)
 
 
 @dataclass(frozen=True)
@@ -149,35 +128,64 @@ class _Shm:
             shm.destroy_shared_memory_region(handle)
 
 
+class _Grpc:
+    """tritonclient's synchronous gRPC client on one server: unary and streaming calls."""
+
+    def __init__(self, port: int, model: _Model, x: np.ndarray) -> None:
+        self.client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        self.model = model
+        self.inp = grpcclient.InferInput(model.input, list(model.in_shape), "FP32")
+        self.inp.set_data_from_numpy(x)
+        self.answers: queue.Queue[Any] = queue.Queue()
+        self.client.start_stream(callback=lambda result, error: self.answers.put(error))
+
+    def unary(self) -> None:
+        self.client.infer(self.model.name, [self.inp])
+
+    def stream(self) -> None:
+        self.client.async_stream_infer(self.model.name, [self.inp])
+        error = self.answers.get()
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        self.client.stop_stream()
+        self.client.close()
+
+
 class _Paths:
     """Every path to the model, each as a timed call of n sequential batch-1 requests."""
 
-    def __init__(self, model: _Model, engine: Any, http_port: int, grpc_port: int) -> None:
+    def __init__(
+        self, model: _Model, engine: Any, http_port: int, grpc_port: int, null_port: int | None
+    ) -> None:
         self.model = model
         self.x = np.random.default_rng(0).random(model.in_shape, dtype=np.float32)
         x, shape = self.x, list(model.in_shape)
         self.loop = asyncio.new_event_loop()
         self.engine = engine
         self.batcher = DynamicBatcher(engine.run, max_batch_size=8, name="in-process")
-        self.loop.run_until_complete(self.batcher.start())
+        # as the server does for a cheap single-instance model: no thread hand-off when idle
+        self.inline = DynamicBatcher(
+            engine.run, max_batch_size=8, inline_execute_us=200, name="in-process inline"
+        )
+        for batcher in (self.batcher, self.inline):
+            self.loop.run_until_complete(batcher.start())
 
         @batch(max_batch_size=8)
         def decorated(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return engine.run(inputs)
 
         self.decorated = decorated
-        self.grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        self.grpc = _Grpc(grpc_port, model, x)
+        self.null = _Grpc(null_port, model, x) if null_port is not None else None
         self.http = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
-        self.grpc_in = grpcclient.InferInput(model.input, shape, "FP32")
-        self.grpc_in.set_data_from_numpy(x)
         self.http_bin = httpclient.InferInput(model.input, shape, "FP32")
         self.http_bin.set_data_from_numpy(x, binary_data=True)
         self.http_json = httpclient.InferInput(model.input, shape, "FP32")
         self.http_json.set_data_from_numpy(x, binary_data=False)
         self.json_out = [httpclient.InferRequestedOutput(model.output, binary_data=False)]
-        self.answers: queue.Queue[Any] = queue.Queue()
-        self.grpc.start_stream(callback=lambda result, error: self.answers.put(error))
-        self.shm_grpc = _Shm(self.grpc, grpcclient, model, x, "grpc")
+        self.shm_grpc = _Shm(self.grpc.client, grpcclient, model, x, "grpc")
         self.shm_http = _Shm(self.http, httpclient, model, x, "http")
 
     def _async(self, make: Callable[[], Any]) -> Timed:
@@ -191,43 +199,45 @@ class _Paths:
 
         return lambda n: self.loop.run_until_complete(run(n))
 
-    def _stream(self) -> None:
-        self.grpc.async_stream_infer(self.model.name, [self.grpc_in])
-        error = self.answers.get()
-        if error is not None:
-            raise error
-
     def latency_points(self) -> dict[tuple[str, str | None, str | None], Timed]:
         """(system, protocol, tensors) -> timed call."""
         feed, name = {self.model.input: self.x}, self.model.name
-        return {
-            ("onnxruntime", None, None): lambda n: _timed(lambda: self.engine.run(feed), n),
+        points: dict[tuple[str, str | None, str | None], Timed] = {
+            ("onnxruntime", None, None): lambda n: timed(lambda: self.engine.run(feed), n),
             ("in-process DynamicBatcher", None, None): self._async(
                 lambda: self.batcher.submit(feed)
             ),
+            ("in-process DynamicBatcher inline", None, None): self._async(
+                lambda: self.inline.submit(feed)
+            ),
             ("in-process @batch", None, None): self._async(lambda: self.decorated(feed)),
-            ("edgetier", "http", "json"): lambda n: _timed(
+            ("edgetier", "http", "json"): lambda n: timed(
                 lambda: self.http.infer(name, [self.http_json], outputs=self.json_out), n
             ),
-            ("edgetier", "http", "binary"): lambda n: _timed(
+            ("edgetier", "http", "binary"): lambda n: timed(
                 lambda: self.http.infer(name, [self.http_bin]), n
             ),
-            ("edgetier", "grpc", "binary"): lambda n: _timed(
-                lambda: self.grpc.infer(name, [self.grpc_in]), n
-            ),
-            ("edgetier gRPC stream", "grpc", "binary"): lambda n: _timed(self._stream, n),
-            ("edgetier", "grpc", "shm"): lambda n: _timed(self.shm_grpc.call, n),
-            ("edgetier", "http", "shm"): lambda n: _timed(self.shm_http.call, n),
+            ("edgetier", "grpc", "binary"): lambda n: timed(self.grpc.unary, n),
+            ("edgetier gRPC stream", "grpc", "binary"): lambda n: timed(self.grpc.stream, n),
+            ("edgetier", "grpc", "shm"): lambda n: timed(self.shm_grpc.call, n),
+            ("edgetier", "http", "shm"): lambda n: timed(self.shm_http.call, n),
         }
+        if self.null is not None:  # the floor: a gRPC service that answers at once
+            null = self.null
+            points[("null gRPC service", "grpc", "binary")] = lambda n: timed(null.unary, n)
+            points[("null gRPC service stream", "grpc", "binary")] = lambda n: timed(null.stream, n)
+        return points
 
     def close(self) -> None:
         self.shm_grpc.close()
         self.shm_http.close()
-        self.grpc.stop_stream()
         self.grpc.close()
+        if self.null is not None:
+            self.null.close()
         self.http.close()
         self.loop.run_until_complete(self.decorated.stop())
-        self.loop.run_until_complete(self.batcher.stop())
+        for batcher in (self.batcher, self.inline):
+            self.loop.run_until_complete(batcher.stop())
         self.loop.close()
 
 
@@ -311,25 +321,6 @@ def _measure_rounds(points: dict[Any, Timed], requests: int, repeats: int) -> di
     return samples
 
 
-def _start_server(repo: Path, http_port: int, grpc_port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "edgetier"),
-            "serve",
-            "--model-repository",
-            str(repo),
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-            "--metrics-port",
-            "-1",
-            "--log-level",
-            "warning",
-        ],
-    )
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--requests", type=int, default=1500, help="small model: per path and round")
@@ -350,20 +341,27 @@ def main() -> None:
     engines = {
         m: load_engine(models.model_path(m.name, 1), models.config(m.name)) for m in (SMALL, FRAME)
     }
-    http_port, grpc_port = free_port(), free_port()
-    server = _start_server(repo, http_port, grpc_port)
+    http_port, grpc_port, null_port = free_port(), free_port(), free_port()
+    server = serve(repo, http_port=http_port, grpc_port=grpc_port)
+    null = null_grpc_service(null_port)
     paths: list[_Paths] = []
     try:
-        _wait_ready(grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}"))
-        paths = [_Paths(m, engines[m], http_port, grpc_port) for m in (SMALL, FRAME)]
+        for port, what in ((grpc_port, "edgetier serve"), (null_port, "null service")):
+            client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+            wait_ready(client, [SMALL.name, FRAME.name], what)
+        paths = [
+            _Paths(SMALL, engines[SMALL], http_port, grpc_port, null_port),
+            _Paths(FRAME, engines[FRAME], http_port, grpc_port, None),
+        ]
         small = _measure_rounds(paths[0].latency_points(), args.requests, args.repeats)
         frame = _measure_rounds(paths[1].latency_points(), args.frame_requests, args.repeats)
         throughput = _throughputs(paths[0], grpc_port, args.repeats, args.duration_s)
     finally:
         for path in paths:
             path.close()
-        server.terminate()
-        server.wait(30)
+        for proc in (server, null):
+            proc.terminate()
+            proc.wait(30)
 
     common = [
         f"{args.repeats} rounds in alternating order; each row is the round with the median "
@@ -373,8 +371,10 @@ def main() -> None:
         "start_stream + async_stream_infer, one request in flight); shm: the client "
         "writes the input into its region and reads the output from its region each time",
         "server: edgetier serve in its own process, dynamic batching with no queue delay; "
-        "in-process: DynamicBatcher(engine.run, max_batch_size=8) and "
-        "@batch(max_batch_size=8) on the server's engine, on one asyncio loop",
+        "in-process: DynamicBatcher(engine.run, max_batch_size=8), the same with "
+        "inline_execute_us=200 (a batch that finds the instance idle runs on the event loop "
+        "once batches average under 200 us, as in the server) and @batch(max_batch_size=8), "
+        "on the server's engine, on one asyncio loop",
         "client and server share the machine's cores, and the machine ran other jobs",
     ]
     for model, samples, requests, stem in (
@@ -394,10 +394,18 @@ def main() -> None:
 def _rows(
     samples: dict[Any, list[list[int]]], provider: str, repeats: int
 ) -> tuple[list[BenchResult], list[str]]:
-    raw_p50s = [float(np.median(r)) / 1e6 for r in samples[("onnxruntime", None, None)]]
+    p50: dict[Any, list[float]] = {
+        key: [float(np.median(r)) / 1e6 for r in runs] for key, runs in samples.items()
+    }
+
+    def paired_us(key: Any, base: Any) -> float:
+        """Median over rounds of key's p50 minus base's p50 in the same round, in us."""
+        return 1e3 * statistics.median(a - b for a, b in zip(p50[key], p50[base], strict=True))
+
+    raw = ("onnxruntime", None, None)
     rows, notes = [], []
     for (system, protocol, tensors), runs in samples.items():
-        p50s = [float(np.median(r)) / 1e6 for r in runs]
+        p50s = p50[(system, protocol, tensors)]
         median_run = runs[int(np.argsort(p50s)[len(p50s) // 2])]
         rows.append(
             BenchResult(
@@ -417,9 +425,23 @@ def _rows(
             )
         )
         if system != "onnxruntime":
-            added_us = 1e3 * statistics.median(a - b for a, b in zip(p50s, raw_p50s, strict=True))
+            added_us = paired_us((system, protocol, tensors), raw)
             label = " ".join(x for x in (system, protocol, tensors) if x)
-            notes.append(f"fixed cost per request, {label}: {added_us:,.0f} us over raw")
+            what = "transport and client floor" if system.startswith("null") else "fixed cost"
+            notes.append(f"{what} per request, {label}: {added_us:,.0f} us over raw")
+    for kind, server, floor in (
+        ("unary", ("edgetier", "grpc", "binary"), ("null gRPC service", "grpc", "binary")),
+        (
+            "streaming",
+            ("edgetier gRPC stream", "grpc", "binary"),
+            ("null gRPC service stream", "grpc", "binary"),
+        ),
+    ):
+        if floor in p50:
+            notes.append(
+                f"gRPC {kind}: the server's own share (EdgeTier minus the null service "
+                f"that answers at once, same client) {paired_us(server, floor):,.0f} us"
+            )
     return rows, notes
 
 
