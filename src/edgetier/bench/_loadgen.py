@@ -24,7 +24,7 @@ import psutil
 
 from edgetier.bench._arrivals import poisson_arrivals
 from edgetier.errors import ConfigError, EdgeTierError
-from edgetier.runtime._datatypes import to_numpy_dtype
+from edgetier.runtime import to_numpy_dtype
 
 __all__ = [
     "InputSpec",
