@@ -227,3 +227,21 @@ def test_bench_model_fp16_of_an_fp32_file_hints_convert(tiny_model: Path, tmp_pa
     made = runner.invoke(app, hinted)
     assert made.exit_code == 0, made.output
     assert (folder / "2" / "model.onnx").is_file()
+
+
+def test_int8_hint_names_real_quantize_options() -> None:
+    from edgetier.bench._engine_bench import precision_hint
+
+    hint = precision_hint(Path("/data/x.onnx"), "fp32", "int8")
+    command = _hinted_command(hint)
+    assert command == [
+        "model",
+        "quantize",
+        "--int8",
+        "--calibration",
+        "CALIBRATION_DIR",
+        "MODEL_DIR",
+    ]
+    assert "MODEL_DIR: a repository model folder with this file as 1/model.onnx" in hint
+    help_text = runner.invoke(app, ["model", "quantize", "--help"]).output
+    assert all(option in help_text for option in ("--int8", "--calibration"))
