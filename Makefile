@@ -65,6 +65,7 @@ peers: .venv-peers/bin/python
 bench: install peers demo-repo
 	$(BIN)/python benchmarks/added_latency.py --repeats 5
 	$(BIN)/python benchmarks/grpc_client_latency.py --repeats 5
+	$(BIN)/python benchmarks/fixed_cost.py
 	$(BIN)/python benchmarks/compare_peers.py --repeats 3 --peer-python .venv-peers/bin/python
 	$(BIN)/edgetier bench compare resnet50 --batch-sizes 1,8 --concurrency 1,8 --duration-s 6 \
 	  --warmup-s 2 --repeats 3 --intra-op-threads 2 --no-intra-op-spinning --no-plots \

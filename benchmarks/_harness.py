@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import subprocess
 import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from edgetier.bench import BenchReport, BenchResult, render_markdown
 
@@ -43,3 +47,54 @@ def save(report: BenchReport, out_dir: Path, stem: str) -> Path:
     print(render_markdown(BenchReport.read(path)))
     print(f"wrote {path}")
     return path
+
+
+def timed(call: Callable[[], object], n: int) -> list[int]:
+    """Latencies in ns of ``n`` calls made one after the other."""
+    out = []
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        call()
+        out.append(time.perf_counter_ns() - start)
+    return out
+
+
+def serve(repo: Path, *, http_port: int, grpc_port: int) -> subprocess.Popen[bytes]:
+    """`edgetier serve` on ``repo`` in its own process, metrics off, warnings only."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "edgetier"),
+            "serve",
+            "--model-repository",
+            str(repo),
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+            "--metrics-port",
+            "-1",
+            "--log-level",
+            "warning",
+        ],
+    )
+
+
+def null_grpc_service(port: int) -> subprocess.Popen[bytes]:
+    """A gRPC inference service that answers at once (_null_grpc.py): the transport floor."""
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "_null_grpc.py"), str(port)]
+    )
+
+
+def wait_ready(client: Any, models: Sequence[str], what: str, timeout_s: float = 60) -> None:
+    """Wait until a tritonclient ``client`` sees every model ready; exit after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if all(client.is_model_ready(m) for m in models):
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not become ready in {timeout_s:.0f} s")
+        time.sleep(0.2)

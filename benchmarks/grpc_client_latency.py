@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import queue
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,21 +21,12 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from _harness import RESULTS, save
+from _harness import RESULTS, null_grpc_service, save, serve, timed, wait_ready
 
 from edgetier.bench import BenchResult, latency_summary
 from edgetier.bench._meta import make_report
 from edgetier.runtime import ModelRepository, build_demo_repository, load_engine
 from edgetier.testing import free_port
-
-
-def _timed(call, n: int) -> list[int]:  # type: ignore[no-untyped-def]
-    out = []
-    for _ in range(n):
-        start = time.perf_counter_ns()
-        call()
-        out.append(time.perf_counter_ns() - start)
-    return out
 
 
 async def _timed_async(call, n: int) -> list[int]:  # type: ignore[no-untyped-def]
@@ -47,19 +36,6 @@ async def _timed_async(call, n: int) -> list[int]:  # type: ignore[no-untyped-de
         await call()
         out.append(time.perf_counter_ns() - start)
     return out
-
-
-def _wait_ready(client: grpcclient.InferenceServerClient, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if client.is_model_ready("small"):
-                return
-        except Exception:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not become ready in 60 s")
-        time.sleep(0.2)
 
 
 class _Clients:
@@ -106,8 +82,8 @@ class _Clients:
             return lambda n: self.loop.run_until_complete(_timed_async(call, n))
 
         return {
-            f"{label}, sync unary client": lambda n: _timed(self.sync_unary, n),
-            f"{label}, sync streaming client": lambda n: _timed(self.sync_stream, n),
+            f"{label}, sync unary client": lambda n: timed(self.sync_unary, n),
+            f"{label}, sync streaming client": lambda n: timed(self.sync_stream, n),
             f"{label}, asyncio unary client": run(self.aio_unary),
             f"{label}, asyncio streaming client": run(self.aio_stream),
         }
@@ -133,33 +109,16 @@ def main() -> None:
     )
     x = np.random.default_rng(0).random((1, 16), dtype=np.float32)
     port, null_port = free_port(), free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "edgetier"),
-            "serve",
-            "--model-repository",
-            str(repo),
-            "--http-port",
-            "0",
-            "--grpc-port",
-            str(port),
-            "--metrics-port",
-            "-1",
-            "--log-level",
-            "warning",
-        ],
-    )
-    null = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "_null_grpc.py"), str(null_port)]
-    )
+    server = serve(repo, http_port=0, grpc_port=port)
+    null = null_grpc_service(null_port)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     clients: list[_Clients] = []
     try:
-        _wait_ready(grpcclient.InferenceServerClient(f"127.0.0.1:{port}"), "edgetier serve")
-        _wait_ready(grpcclient.InferenceServerClient(f"127.0.0.1:{null_port}"), "null service")
+        for p, what in ((port, "edgetier serve"), (null_port, "null service")):
+            wait_ready(grpcclient.InferenceServerClient(f"127.0.0.1:{p}"), ["small"], what)
         points: dict[str, object] = {
-            "onnxruntime": lambda n: _timed(lambda: engine.run({"input": x}), n)
+            "onnxruntime": lambda n: timed(lambda: engine.run({"input": x}), n)
         }
         for label, p in (("edgetier", port), ("null service", null_port)):
             clients.append(_Clients(p, x, loop))

@@ -10,31 +10,34 @@ from pathlib import Path
 
 from _harness import options, save
 
-from edgetier.bench import ServerBenchConfig, ServerSettings, run_server_bench
-from edgetier.bench._compare import resolve_model
-from edgetier.bench._meta import model_info
-from edgetier.bench._systems import start_system
+from edgetier.bench import (
+    ServerBenchConfig,
+    ServerSettings,
+    model_info,
+    run_server_bench,
+    served_model,
+    start_system,
+)
 
 
 def main() -> None:
     args = options(__doc__ or "")
-    model, name = resolve_model("small", Path("var/bench/models"))
+    served = served_model("small", ServerSettings(), Path("var/bench/models"))
     with (
         tempfile.TemporaryDirectory() as tmp,
-        start_system("edgetier", model, name, ServerSettings(), Path(tmp)) as server,
+        start_system("edgetier", served, Path(tmp)) as server,
     ):
         cfg = ServerBenchConfig(
             url=server.url("grpc"),
-            model=name,
+            model=served.name,
             concurrency=[],
             rates=[50, 100, 200, 400],
             duration_s=args.duration_s,
             warmup_s=args.warmup_s,
             repeats=args.repeats,
             server_pids=[server.proc.pid],
-            provider="CPUExecutionProvider",
         )
-        report = run_server_bench(cfg, model=model_info(model, name))
+        report = run_server_bench(cfg, model=model_info(served.file, served.name))
     save(report, args.out_dir, "open_loop")
 
 

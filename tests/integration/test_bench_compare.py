@@ -50,3 +50,32 @@ def test_compare_rounds_pair_every_point(interleave: bool, tmp_path: Path) -> No
     mode = "interleaved" if interleave else "one system up at a time"
     assert any(mode in n for n in report.notes)
     assert "× raw" in render_markdown(report)
+
+
+def test_compare_serves_the_repository_models_own_config(tmp_path: Path) -> None:
+    from edgetier.runtime import build_demo_repository
+
+    repo = tmp_path / "repo"
+    build_demo_repository(repo, models=["small"])
+    (repo / "small" / "config.yaml").write_text(
+        "max_batch_size: 4\ndynamic_batching: {max_queue_delay_microseconds: 1000}\n"
+    )
+    cfg = CompareConfig(
+        model=str(repo / "small"),
+        systems=["onnxruntime", "edgetier"],
+        batch_sizes=[1, 4],
+        concurrency=[1],
+        duration_s=0.3,
+        warmup_s=0.1,
+        energy=False,
+        progress=False,
+    )
+    report = run_compare(cfg)
+    assert report.settings["config"] == str(repo / "small" / "config.yaml")
+    assert report.settings["max_batch_size"] == {"value": 4, "from": "config.yaml"}
+    assert report.settings["max_queue_delay_us"] == {"value": 1000, "from": "config.yaml"}
+    assert report.settings["intra_op_spinning"] == {"value": False, "from": "server default"}
+    assert {r.provider for r in report.results} == {"CPUExecutionProvider"}
+    markdown = render_markdown(report)
+    assert "max batch size 4 (config.yaml)" in markdown
+    assert "intra-op spinning off (server default)" in markdown

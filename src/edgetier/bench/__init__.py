@@ -13,17 +13,20 @@ from edgetier.bench._docs import build_docs
 from edgetier.bench._energy import EnergyProbe, EnergyReading
 from edgetier.bench._engine_bench import ModelBenchConfig, run_model_bench
 from edgetier.bench._loadgen import RequestSender, closed_loop, open_loop
+from edgetier.bench._meta import make_report, model_info
 from edgetier.bench._perf_analyzer import parse_perf_analyzer_csv, run_perf_analyzer
 from edgetier.bench._pipeline_bench import PipelineBenchConfig, run_pipeline_bench
 from edgetier.bench._report import render_markdown, render_plots, write_outputs
 from edgetier.bench._schema import SCHEMA, BenchReport, BenchResult, LatencyMs, ModelInfo
+from edgetier.bench._served import ServedModel, ServerSettings, served_model
 from edgetier.bench._server_bench import (
     ClientBottleneckWarning,
     ServerBenchConfig,
     run_server_bench,
+    server_provider,
 )
 from edgetier.bench._stats import SpreadWarning, latency_summary, merge_repeats, spread_pct
-from edgetier.bench._systems import ServerSettings
+from edgetier.bench._systems import start_system
 
 __all__ = [
     "SCHEMA",
@@ -39,13 +42,16 @@ __all__ = [
     "ModelInfo",
     "PipelineBenchConfig",
     "RequestSender",
+    "ServedModel",
     "ServerBenchConfig",
     "ServerSettings",
     "SpreadWarning",
     "build_docs",
     "closed_loop",
     "latency_summary",
+    "make_report",
     "merge_repeats",
+    "model_info",
     "open_loop",
     "parse_perf_analyzer_csv",
     "poisson_arrivals",
@@ -56,6 +62,9 @@ __all__ = [
     "run_perf_analyzer",
     "run_pipeline_bench",
     "run_server_bench",
+    "served_model",
+    "server_provider",
     "spread_pct",
+    "start_system",
     "write_outputs",
 ]

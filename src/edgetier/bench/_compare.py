@@ -2,11 +2,13 @@
 
 Each system runs in its own process on 127.0.0.1, with the same ONNX Runtime threads, max
 batch size and queue delay, and is driven by the same load generator (gRPC where the system
-speaks it, HTTP for Ray Serve). Repeats run as rounds. By default each round starts one
-system at a time and measures all its points; with ``interleave`` every system stays up and
-the systems take turns point by point, so a machine whose speed drifts over minutes favours
-none of them (idle servers still take a little CPU from the one measured). The result is one
-report, one table.
+speaks it, HTTP for Ray Serve). Those settings are the model's own, as the server would
+serve it, unless options say otherwise (:mod:`edgetier.bench._served`); raw ONNX Runtime
+loads the model through the server's engine, with the server's session options. Repeats
+run as rounds. By default each round starts one system at a time and measures all its
+points; with ``interleave`` every system stays up and the systems take turns point by point,
+so a machine whose speed drifts over minutes favours none of them (idle servers still take
+a little CPU from the one measured). The result is one report, one table.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,11 +29,11 @@ from edgetier.bench._loadgen import RequestSender, Tensors
 from edgetier.bench._meta import make_report, model_info
 from edgetier.bench._progress import SweepProgress
 from edgetier.bench._schema import BenchReport, BenchResult
+from edgetier.bench._served import ServedModel, ServerSettings, served_model
 from edgetier.bench._server_bench import ServerBenchConfig, measure_server
 from edgetier.bench._stats import merge_repeats
 from edgetier.bench._systems import (
     PEER_MODULES,
-    ServerSettings,
     check_peer,
     default_peer_python,
     peer_versions,
@@ -41,7 +42,7 @@ from edgetier.bench._systems import (
 from edgetier.errors import ConfigError, EdgeTierError
 from edgetier.runtime import PROVIDER_NAMES
 
-__all__ = ["SYSTEMS", "CompareConfig", "resolve_model", "run_compare"]
+__all__ = ["SYSTEMS", "CompareConfig", "run_compare"]
 
 SYSTEMS = ("onnxruntime", "edgetier", "pytriton", "ray-serve")
 
@@ -58,6 +59,7 @@ class CompareConfig:
     warmup_s: float = 1.0
     repeats: int = 1
     settings: ServerSettings = field(default_factory=ServerSettings)
+    """Overrides; what it leaves None comes from the model's config (see _served)."""
     peer_python: Path | None = None
     model_cache: Path = Path("var/bench/models")
     energy: bool = True
@@ -70,52 +72,34 @@ class CompareConfig:
             raise ConfigError(f"systems must be among {', '.join(SYSTEMS)}, got {unknown}")
         if any(b < 1 for b in self.batch_sizes):
             raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes}")
-        too_big = [b for b in self.batch_sizes if b > self.settings.max_batch_size]
-        if too_big:
-            raise ConfigError(
-                f"batch sizes {too_big} exceed max_batch_size {self.settings.max_batch_size}"
-            )
         for p in self.protocols:
             if p not in ("grpc", "http"):
                 raise ConfigError(f"protocols must be grpc or http, got {p!r}")
 
 
-def resolve_model(spec: str, cache: Path) -> tuple[Path, str]:
-    """An ONNX file, a repository model folder, or a demo model name -> (file, name)."""
-    path = Path(spec)
-    if path.is_file():
-        name = path.parent.parent.name if path.parent.name.isdigit() else path.stem
-        return path, name
-    if path.is_dir():
-        versions = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
-        if versions and (path / str(versions[-1]) / "model.onnx").is_file():
-            return path / str(versions[-1]) / "model.onnx", path.name
-        raise ConfigError(f"model folder {path} holds no <version>/model.onnx")
-    from edgetier.runtime import build_demo_repository
-    from edgetier.runtime._demo import DEMO_MODELS
-
-    if spec not in DEMO_MODELS:
+def _check_batch_sizes(batch_sizes: list[int], served: ServedModel) -> None:
+    limit = max(1, served.max_batch_size)
+    too_big = [b for b in batch_sizes if b > limit]
+    if too_big:
         raise ConfigError(
-            f"model must be an ONNX file, a repository model folder or a demo model "
-            f"({', '.join(DEMO_MODELS)}), got {spec!r}"
+            f"batch sizes {too_big} exceed the max_batch_size {served.max_batch_size} "
+            f"({served.sources['max_batch_size']}, {served.origin}); give --batch-sizes "
+            f"up to {limit} or --max-batch-size"
         )
-    build_demo_repository(cache, models=[spec])
-    return cache / spec / "1" / "model.onnx", spec
 
 
 class _RawWorker:
     """Raw ONNX Runtime in a worker process that keeps its session between points."""
 
-    def __init__(self, cfg: CompareConfig, model: Path, threads: int, log: IO[str]) -> None:
+    def __init__(
+        self, cfg: CompareConfig, served: ServedModel, workdir: Path, log: IO[str]
+    ) -> None:
         opts = {
-            "model": str(model.resolve()),
-            "intra_op_threads": threads,
-            "inter_op_threads": cfg.settings.inter_op_threads,
-            "intra_op_spinning": cfg.settings.intra_op_spinning,
+            "repository": str(served.write_repository(workdir).resolve()),
+            "name": served.name,
             "duration_s": cfg.duration_s,
             "count": None,
             "warmup_s": cfg.warmup_s,
-            "provider": cfg.settings.provider,
         }
         self._log = log
         self._proc = subprocess.Popen(
@@ -125,7 +109,7 @@ class _RawWorker:
             stderr=log,
             text=True,
         )
-        self._read()  # "ready": the session is loaded
+        self.provider = json.loads(self._read())["provider"]  # the session is loaded
 
     def _read(self) -> str:
         assert self._proc.stdout is not None
@@ -163,16 +147,16 @@ class _Server:
     cfg: CompareConfig
     system: str
     running: Any
-    name: str
+    served: ServedModel
     probe: EnergyProbe
 
     def measure(self, protocol: str | None, batch_size: int, concurrency: int) -> BenchResult:
         assert protocol is not None
-        cfg = self.cfg
+        cfg, name = self.cfg, self.served.name
         url = self.running.url(protocol)
         scfg = ServerBenchConfig(
             url=url,
-            model=self.name,
+            model=name,
             batch_size=batch_size,
             concurrency=[concurrency],
             tensors=cfg.tensors,
@@ -180,7 +164,8 @@ class _Server:
             warmup_s=cfg.warmup_s,
             server_pids=[self.running.proc.pid],
             system=self.system,
-            provider=PROVIDER_NAMES[cfg.settings.provider],
+            # EdgeTier says in its model metadata; the peers are told which to use
+            provider=None if self.system == "edgetier" else PROVIDER_NAMES[self.served.provider],
             energy=False,
             progress=False,
         )
@@ -188,7 +173,7 @@ class _Server:
         async def window() -> BenchResult:
             slots = concurrency if cfg.tensors == "shm" else 1
             sender = RequestSender(
-                url, self.name, batch_size=batch_size, tensors=cfg.tensors, slots=slots
+                url, name, batch_size=batch_size, tensors=cfg.tensors, slots=slots
             )
             await sender.open()
             try:
@@ -204,10 +189,7 @@ class _Run:
     """What every system of one compare run shares."""
 
     cfg: CompareConfig
-    model: Path
-    name: str
-    settings: ServerSettings
-    threads: int
+    served: ServedModel
     workdir: Path
     peer_python: Path
     probe: EnergyProbe
@@ -218,23 +200,19 @@ class _Run:
         """Start a system: the raw worker, or a server on free ports."""
         self.progress.phase(f"starting {system}")
         if system == "onnxruntime":
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            with (self.workdir / "onnxruntime.log").open("w") as log:
-                worker = _RawWorker(self.cfg, self.model, self.threads, log)
+            workdir = self.workdir / system
+            workdir.mkdir(parents=True, exist_ok=True)
+            with (workdir / "onnxruntime.log").open("w") as log:
+                worker = _RawWorker(self.cfg, self.served, workdir / "repository", log)
                 try:
                     yield worker
                 finally:
                     worker.close()
             return
         with start_system(
-            system,
-            self.model,
-            self.name,
-            self.settings,
-            self.workdir / system,
-            peer_python=self.peer_python,
+            system, self.served, self.workdir / system, peer_python=self.peer_python
         ) as running:
-            yield _Server(self.cfg, system, running, self.name, self.probe)
+            yield _Server(self.cfg, system, running, self.served, self.probe)
 
     def measure(
         self, handle: _RawWorker | _Server, system: str, batch: int, concurrency: int, label: str
@@ -284,25 +262,18 @@ def _measure_rounds(run: _Run) -> list[BenchResult]:
 
 def run_compare(cfg: CompareConfig, *, command: str | None = None) -> BenchReport:
     """Measure every requested system in turn; one report of kind "compare"."""
-    model, name = resolve_model(cfg.model, cfg.model_cache)
-    threads = cfg.settings.intra_op_threads or (os.cpu_count() or 1)
-    settings = ServerSettings(**{**cfg.settings.__dict__, "intra_op_threads": threads})
+    served = served_model(cfg.model, cfg.settings, cfg.model_cache)
+    _check_batch_sizes(cfg.batch_sizes, served)
     peer_python = cfg.peer_python or default_peer_python()
     for system in cfg.systems:  # fail before measuring anything when a peer is missing
         if system in PEER_MODULES:
             check_peer(system, peer_python)
-    notes = [
-        f"every system: ONNX Runtime {settings.provider} provider, intra-op threads {threads}, "
-        f"inter-op threads {settings.inter_op_threads}, intra-op spinning "
-        f"{'on' if settings.intra_op_spinning else 'off'}, max batch size "
-        f"{settings.max_batch_size}, dynamic batching "
-        + (
-            f"on, max queue delay {settings.max_queue_delay_us} us"
-            if settings.dynamic_batching
-            else "off"
+    notes = [served.describe()]
+    if served.config.instance_count > 1:
+        notes.append(
+            f"the config runs {served.config.instance_count} instances; raw ONNX Runtime runs "
+            "one, with the session options of the server's first instance"
         )
-        + "; the client runs on the same machine",
-    ]
     probe = EnergyProbe(enabled=cfg.energy)
     if probe.unavailable:
         notes.append(f"energy: {probe.unavailable}")
@@ -314,10 +285,12 @@ def run_compare(cfg: CompareConfig, *, command: str | None = None) -> BenchRepor
     )
     try:
         with (
-            SweepProgress(total, title=f"bench compare {name}", enabled=cfg.progress) as progress,
+            SweepProgress(
+                total, title=f"bench compare {served.name}", enabled=cfg.progress
+            ) as progress,
             tempfile.TemporaryDirectory(prefix="edgetier-compare-") as tmp,
         ):
-            run = _Run(cfg, model, name, settings, threads, Path(tmp), peer_python, probe, progress)
+            run = _Run(cfg, served, Path(tmp), peer_python, probe, progress)
             rounds = _measure_rounds(run)
     finally:
         probe.close()
@@ -339,7 +312,12 @@ def run_compare(cfg: CompareConfig, *, command: str | None = None) -> BenchRepor
         + ", in alternating order; figures are medians over rounds"
     )
     report = make_report(
-        "compare", results, model=model_info(model, name), command=command, notes=notes
+        "compare",
+        results,
+        model=model_info(served.file, served.name),
+        command=command,
+        notes=notes,
+        settings=served.settings(),
     )
     report.versions.update(peer_versions(peer_python, cfg.systems))
     return report

@@ -77,6 +77,18 @@ _SECTIONS: dict[str, tuple[str, str]] = {
         "and the Python client cost here whatever the server; EdgeTier minus the floor is the "
         "server's own share.",
     ),
+    "fixed_cost": (
+        "The fixed cost per request by transport, on a model that costs nothing",
+        "`benchmarks/fixed_cost.py`: the small demo model at batch 1, one request at a time, "
+        "through raw ONNX Runtime, in-process batching and the server over each transport, "
+        "in rounds; +p50 vs raw is the fixed cost per request. What to make of it: "
+        "docs/choosing-a-path.md.",
+    ),
+    "fixed_cost_frame": (
+        "The fixed cost per request with a 588 KiB tensor: when shared memory pays",
+        "The same paths with an Identity graph on one 224x224 RGB frame (FP32), so that "
+        "what is measured is moving the tensor.",
+    ),
     "pipeline-scaling": (
         "Pipelines: 720p streams with the trained detector, 1 to 16 streams",
         "Decode-only, inference-only, the whole pipeline and per-stream inference for the same "
@@ -124,10 +136,17 @@ _FOOTER = """## Reproduce
     .venv/bin/python benchmarks/peak_memory.py
     .venv/bin/python benchmarks/compare_peers.py   # needs the peers (see below)
     .venv/bin/python benchmarks/grpc_client_latency.py
+    .venv/bin/python benchmarks/fixed_cost.py
     make bench-docs
 
 Each section's command reruns its figures alone; the interleaved comparisons are
 `edgetier bench compare ... --interleave` runs (their commands are in their sections).
+`bench compare` gives every system the model's own settings (its config.yaml, as
+`edgetier serve` loads it) and the server's ONNX Runtime session options unless options
+override them; each report lists every setting and where it came from. Sections measured
+before that (their settings line reads "every system: ONNX Runtime cpu provider, ...") used
+the compare defaults of the time: max batch size 8, a 2 ms queue delay, intra-op spinning
+as stated.
 
 The peers run from their own environment, because PyTriton 0.7 needs numpy < 2
 (`make peers` builds it):

@@ -7,6 +7,8 @@ throughput (samples/s), CPU and GPU use, peak memory and energy per inference.
 
 from __future__ import annotations
 
+import functools
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +27,7 @@ from edgetier.bench._sampling import ResourceSampler
 from edgetier.bench._schema import BenchReport, BenchResult, Precision
 from edgetier.bench._stats import latency_summary, merge_repeats
 from edgetier.errors import ConfigError, ModelLoadError
-from edgetier.runtime import PROVIDER_NAMES
-from edgetier.runtime._datatypes import datatype_of, datatype_of_onnx
+from edgetier.runtime import PROVIDER_NAMES, datatype_of
 
 __all__ = ["PROVIDERS", "ModelBenchConfig", "measure_engine", "run_model_bench"]
 
@@ -66,7 +67,26 @@ class ModelBenchConfig:
             raise ConfigError(f"duration_s must be > 0, got {self.duration_s}")
 
 
-_MAKE = {"fp32": "convert", "fp16": "convert --fp16", "int8": "quantize --int8"}
+def precision_hint(path: Path, native: Precision, wanted: Precision) -> str:
+    """A command that gets ``wanted`` for the model at ``path`` (which is ``native``), as
+    the user can run it: bench the file as it is, or make the version with `edgetier model`.
+    """
+    if wanted == "fp32" or native != "fp32":  # nothing turns a model back into FP32
+        return (
+            f"measure it as it is: `edgetier bench model {shlex.quote(str(path))} "
+            f"--precisions {native}`"
+        )
+    in_repo = path.parent.name.isdigit()
+    model_dir = shlex.quote(str(path.parent.parent)) if in_repo else "MODEL_DIR"
+    make = (
+        f"edgetier model convert --fp16 {model_dir}"
+        if wanted == "fp16"
+        else f"edgetier model quantize --int8 --calibration CALIBRATION_DIR {model_dir}"
+    )
+    where = (
+        "" if in_repo else " (MODEL_DIR: a repository model folder with this file as 1/model.onnx)"
+    )
+    return f"make a {wanted} version with `{make}`{where}, then bench its model.onnx"
 
 
 def native_precision(model: onnx.ModelProto) -> Precision:
@@ -104,8 +124,7 @@ def _plan(
             else:
                 notes.append(
                     f"{short}/{precision}: skipped; the model is {native} and {short} cannot "
-                    f"run it as {precision} (make a {precision} version with "
-                    f"`edgetier model {_MAKE[precision]}`)"
+                    f"run it as {precision}; {precision_hint(cfg.path, native, precision)}"
                 )
     return runs, notes
 
@@ -182,8 +201,7 @@ def _run_threads(
 
 
 def measure_engine(
-    session: Any,
-    inputs: dict[str, np.ndarray],
+    run_once: Callable[[], object],
     *,
     batch_size: int,
     concurrency: int = 1,
@@ -192,17 +210,14 @@ def measure_engine(
     warmup_s: float = 1.0,
     energy: EnergyProbe | None = None,
 ) -> tuple[list[int], float, dict[str, Any]]:
-    """Warm up, then measure one configuration: (latencies ns, window s, resource figures)."""
-
-    def call() -> object:
-        return session.run(None, inputs)
-
-    _run_threads(call, concurrency, duration_s=max(warmup_s, 1e-3), count=None)
+    """Warm up, then measure ``run_once`` (one inference of ``batch_size`` rows) from
+    ``concurrency`` threads: (latencies ns, window s, resource figures)."""
+    _run_threads(run_once, concurrency, duration_s=max(warmup_s, 1e-3), count=None)
     sampler = ResourceSampler()
     sampler.start()
     if energy is not None:
         energy.start()
-    latencies, wall_s = _run_threads(call, concurrency, duration_s=duration_s, count=count)
+    latencies, wall_s = _run_threads(run_once, concurrency, duration_s=duration_s, count=count)
     reading = energy.stop() if energy is not None else None
     usage = sampler.stop()
     sampler.close()
@@ -253,8 +268,7 @@ def run_model_bench(cfg: ModelBenchConfig, *, command: str | None = None) -> Ben
                     for r in range(cfg.repeats):
                         progress.phase(f"{provider}/{precision} batch {batch_size} #{r + 1}")
                         lat, wall_s, extra = measure_engine(
-                            session,
-                            inputs,
+                            functools.partial(session.run, None, inputs),
                             batch_size=batch_size,
                             concurrency=cfg.concurrency,
                             duration_s=cfg.duration_s,
@@ -283,17 +297,3 @@ def run_model_bench(cfg: ModelBenchConfig, *, command: str | None = None) -> Ben
     finally:
         probe.close()
     return make_report("model", results, model=model_info(cfg.path), command=command, notes=notes)
-
-
-def model_specs(path: Path) -> list[InputSpec]:
-    """Input specs read from the ONNX graph (dynamic dims as -1)."""
-    proto = onnx.load(str(path), load_external_data=False)
-    init = {t.name for t in proto.graph.initializer}
-    specs = []
-    for vi in proto.graph.input:
-        if vi.name in init:
-            continue
-        tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
-        specs.append(InputSpec(vi.name, datatype_of_onnx(tt.elem_type), dims))
-    return specs

@@ -24,7 +24,7 @@ import psutil
 
 from edgetier.bench._arrivals import poisson_arrivals
 from edgetier.errors import ConfigError, EdgeTierError
-from edgetier.runtime._datatypes import to_numpy_dtype
+from edgetier.runtime import to_numpy_dtype
 
 __all__ = [
     "InputSpec",
@@ -33,6 +33,7 @@ __all__ = [
     "closed_loop",
     "open_loop",
     "parse_url",
+    "served_provider",
     "synthetic_inputs",
 ]
 
@@ -81,6 +82,20 @@ def synthetic_inputs(
     return arrays
 
 
+def served_provider(metadata: dict[str, Any], config: dict[str, Any] | None) -> str | None:
+    """The execution provider a KServe v2 server names for a model, or None.
+
+    EdgeTier puts it in the model metadata's ``parameters`` (HTTP; gRPC's metadata message
+    has no parameters) and in the model config's ``parameters`` as a Triton string value.
+    """
+    found = (metadata.get("parameters") or {}).get("execution_provider")
+    if found is None and config:
+        found = (config.get("parameters") or {}).get("execution_provider")
+        if isinstance(found, dict):
+            found = found.get("string_value")
+    return str(found) if found else None
+
+
 _region_ids = itertools.count()
 
 
@@ -114,6 +129,8 @@ class RequestSender:
         self._regions: list[tuple[str, Any]] = []
         self.input_specs: list[InputSpec] = []
         self.output_specs: list[InputSpec] = []
+        self.provider: str | None = None
+        """The execution provider the server names in the model's metadata or config."""
 
     async def open(self) -> None:
         if self.protocol == "grpc":
@@ -156,6 +173,7 @@ class RequestSender:
 
         self.input_specs = specs(meta["inputs"])
         self.output_specs = specs(meta["outputs"])
+        self.provider = served_provider(meta, config)
         max_batch = int(config.get("max_batch_size", 0) or 0) if config else None
         # Without a config endpoint, a leading -1 dim is taken as the batch dim.
         self._batched = (

@@ -97,6 +97,7 @@ def make_report(
     command: str | None = None,
     notes: list[str] | None = None,
     extra_versions: tuple[str, ...] = (),
+    settings: dict[str, Any] | None = None,
 ) -> BenchReport:
     """A report stamped with the date (UTC), versions, hardware and command."""
     return BenchReport(
@@ -108,4 +109,5 @@ def make_report(
         model=model,
         results=results,
         notes=notes or [],
+        settings=settings or {},
     )

@@ -100,6 +100,11 @@ class BenchReport(_Strict):
     model: ModelInfo | None
     results: list[BenchResult]
     notes: list[str] = Field(default_factory=list)
+    settings: dict[str, object] = Field(
+        default_factory=dict,
+        description="what every compared system was given (bench compare): each value with "
+        "where it came from (option, config.yaml, server default, bench default)",
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -20,7 +20,13 @@ from edgetier.bench._schema import BenchReport, BenchResult, ModelInfo
 from edgetier.bench._stats import latency_summary, merge_repeats
 from edgetier.errors import ConfigError, EdgeTierError
 
-__all__ = ["ClientBottleneckWarning", "ServerBenchConfig", "measure_server", "run_server_bench"]
+__all__ = [
+    "ClientBottleneckWarning",
+    "ServerBenchConfig",
+    "measure_server",
+    "run_server_bench",
+    "server_provider",
+]
 
 CLIENT_CPU_WARN_PCT = 80.0
 
@@ -47,7 +53,8 @@ class ServerBenchConfig:
     seed: int = 0
     server_pids: list[int] = field(default_factory=list)
     system: str = "edgetier"
-    provider: str = "unknown"
+    provider: str | None = None
+    """None: as the server's model metadata says (``parameters.execution_provider``)."""
     energy: bool = True
     progress: bool = True
 
@@ -92,7 +99,7 @@ def _to_result(
         system=cfg.system,
         protocol=sender.protocol,
         tensors=cfg.tensors,
-        provider=cfg.provider,
+        provider=cfg.provider or sender.provider or "unknown",
         batch_size=cfg.batch_size,
         concurrency=concurrency,
         offered_rate_per_s=rate,
@@ -206,6 +213,18 @@ async def _run(cfg: ServerBenchConfig) -> tuple[list[BenchResult], list[str]]:
         probe.close()
         await sender.close()
     return results, notes
+
+
+def server_provider(url: str, model: str, version: str = "") -> str | None:
+    """The execution provider the server names for ``model`` (None if it names none)."""
+
+    async def read() -> str | None:
+        sender = RequestSender(url, model, version=version)
+        await sender.open()
+        await sender.close()
+        return sender.provider
+
+    return asyncio.run(read())
 
 
 def run_server_bench(

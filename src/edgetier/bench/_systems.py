@@ -1,8 +1,9 @@
 """Start and stop the systems `bench compare` measures, each in its own process on 127.0.0.1.
 
 Every server gets the same ONNX file, ONNX Runtime thread counts, max batch size and queue
-delay. EdgeTier runs from this interpreter; PyTriton and Ray Serve run from the peer
-interpreter (``--peer-python``), which may be a separate virtual environment.
+delay, as :class:`~edgetier.bench._served.ServedModel` resolved them; EdgeTier serves that
+model's config itself. EdgeTier runs from this interpreter; PyTriton and Ray Serve run from
+the peer interpreter (``--peer-python``), which may be a separate virtual environment.
 """
 
 from __future__ import annotations
@@ -19,19 +20,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from edgetier.bench._engine_bench import model_specs
+from edgetier.bench._served import ServedModel
 from edgetier.errors import ConfigError, EdgeTierError, MissingExtraError
-from edgetier.runtime._datatypes import triton_name
 from edgetier.testing import free_port
 
 __all__ = [
     "PEER_INSTALL",
     "RunningSystem",
-    "ServerSettings",
     "check_peer",
     "default_peer_python",
+    "peer_options",
     "peer_versions",
     "start_system",
 ]
@@ -45,22 +43,6 @@ PEER_INSTALL = (
     "pip install 'edgetier[peers]' works too)"
 )
 _PEERS_DIR = Path(__file__).parent / "peers"
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """What every server gets alike."""
-
-    max_batch_size: int = 8
-    max_queue_delay_us: int = 2000
-    intra_op_threads: int = 0
-    inter_op_threads: int = 1
-    dynamic_batching: bool = True
-    provider: str = "cpu"
-    intra_op_spinning: bool = True
-    """False: ONNX Runtime's intra-op threads sleep instead of spinning between parallel
-    sections (``session.intra_op.allow_spinning`` = 0), leaving the cores to the server's
-    event loop and the client; applied to every system alike."""
 
 
 @dataclass
@@ -132,62 +114,28 @@ def _libdir(python: Path) -> str:
     return out.stdout.strip()
 
 
-def write_repository(root: Path, model: Path, name: str, settings: ServerSettings) -> Path:
-    """A one-model EdgeTier repository whose config matches the peers' settings."""
-    version_dir = root / name / "1"
-    version_dir.mkdir(parents=True, exist_ok=True)
-    target = version_dir / "model.onnx"
-    if not target.exists():
-        os.symlink(model.resolve(), target)
-    specs = model_specs(model)
-    outs = _output_specs(model)
-    batched = settings.max_batch_size > 0
-
-    def tensor(n: str, dt: str, shape: tuple[int, ...]) -> dict[str, object]:
-        return {
-            "name": n,
-            "data_type": triton_name(dt),
-            "dims": list(shape[1:] if batched else shape),
-        }
-
-    config: dict[str, object] = {
-        "max_batch_size": settings.max_batch_size,
-        "input": [tensor(s.name, s.datatype, s.shape) for s in specs],
-        "output": [tensor(s.name, s.datatype, s.shape) for s in outs],
-        "instance_group": [
-            {"count": 1, "kind": "KIND_CPU" if settings.provider == "cpu" else "KIND_GPU"}
-        ],
-        "optimization": {
-            "execution_providers": {
-                "cpu": ["cpu"],
-                "cuda": ["cuda", "cpu"],
-                "tensorrt": ["tensorrt", "cuda", "cpu"],
-            }[settings.provider],
-            "intra_op_threads": settings.intra_op_threads,
-            "inter_op_threads": settings.inter_op_threads,
-        },
-    }
-    spin = "1" if settings.intra_op_spinning else "0"  # explicit: EdgeTier's default is "0"
-    config["parameters"] = {"session.intra_op.allow_spinning": spin}
-    if settings.dynamic_batching:
-        config["dynamic_batching"] = {"max_queue_delay_microseconds": settings.max_queue_delay_us}
-    (root / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return root
-
-
-def _output_specs(model: Path) -> list:  # type: ignore[type-arg]
-    import onnx
-
-    from edgetier.bench._loadgen import InputSpec
-    from edgetier.runtime._datatypes import datatype_of_onnx
-
-    proto = onnx.load(str(model), load_external_data=False)
-    outs = []
-    for vi in proto.graph.output:
-        tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
-        outs.append(InputSpec(vi.name, datatype_of_onnx(tt.elem_type), dims))
-    return outs
+def peer_options(served: ServedModel) -> list[str]:
+    """The peer scripts' options (bench/peers/_common.py) that give them ``served``'s settings."""
+    return [
+        "--model",
+        str(served.file.resolve()),
+        "--name",
+        served.name,
+        "--max-batch-size",
+        str(served.max_batch_size),
+        "--max-queue-delay-us",
+        str(served.max_queue_delay_us),
+        "--intra-op-threads",
+        str(served.intra_op_threads),
+        "--inter-op-threads",
+        str(served.inter_op_threads),
+        "--provider",
+        served.provider,
+        "--dynamic-batching",
+        str(int(served.dynamic_batching)),
+        "--intra-op-spinning",
+        str(int(served.intra_op_spinning)),
+    ]
 
 
 def _wait_ready(system: RunningSystem, model: str, timeout_s: float) -> None:
@@ -234,15 +182,16 @@ def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
 @contextlib.contextmanager
 def start_system(
     system: str,
-    model: Path,
-    name: str,
-    settings: ServerSettings,
+    served: ServedModel,
     workdir: Path,
     *,
     peer_python: Path | None = None,
     ready_timeout_s: float = 180.0,
 ) -> Iterator[RunningSystem]:
-    """Start one server system on free 127.0.0.1 ports; stop it (and its children) on exit."""
+    """Start one server system on free 127.0.0.1 ports; stop it (and its children) on exit.
+
+    EdgeTier serves ``served.config`` as it is; the peers get its settings as options.
+    """
     if system not in SERVER_SYSTEMS:
         raise ConfigError(f"system must be one of {SERVER_SYSTEMS}, got {system!r}")
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
@@ -258,7 +207,7 @@ def start_system(
         str(metrics_port),
     ]
     if system == "edgetier":
-        repo = write_repository(workdir / "repository", model, name, settings)
+        repo = served.write_repository(workdir / "repository")
         cmd = [
             sys.executable,
             "-c",
@@ -277,25 +226,8 @@ def start_system(
         cmd = [
             str(python),
             str(_PEERS_DIR / script),
-            "--model",
-            str(model.resolve()),
-            "--name",
-            name,
+            *peer_options(served),
             *listen,
-            "--max-batch-size",
-            str(settings.max_batch_size),
-            "--max-queue-delay-us",
-            str(settings.max_queue_delay_us),
-            "--intra-op-threads",
-            str(settings.intra_op_threads),
-            "--inter-op-threads",
-            str(settings.inter_op_threads),
-            "--provider",
-            settings.provider,
-            "--dynamic-batching",
-            str(int(settings.dynamic_batching)),
-            "--intra-op-spinning",
-            str(int(settings.intra_op_spinning)),
         ]
         if system == "pytriton":
             # Its Python-backend stub links the interpreter's libpython.
@@ -315,7 +247,7 @@ def start_system(
         system, proc, http_port, None if system == "ray-serve" else grpc_port, log
     )
     try:
-        _wait_ready(running, name, ready_timeout_s)
+        _wait_ready(running, served.name, ready_timeout_s)
         yield running
     finally:
         _stop(proc)

@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
 from edgetier import __version__
 from edgetier.cli import _bench, _hw, _model, _pipeline, _serve
+from edgetier.cli._help import HelpGroup
 
 
-class _Group(TyperGroup):
-    """Runs every command; a missing optional dependency ends it with the install command
-    instead of a traceback."""
+class _Group(HelpGroup):
+    """The root group: help as HelpGroup's, and a command that meets a missing optional
+    dependency ends with the install command instead of a traceback."""
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         from edgetier.errors import MissingExtraError
@@ -38,12 +38,13 @@ class _Group(TyperGroup):
 
 
 app = typer.Typer(
-    cls=_Group,
     name="edgetier",
+    cls=_Group,
     help="AI inference on GPU edge nodes: serve models, run pipelines, benchmark, probe hardware.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help wraps what rich's tables cut (see _help)
 )
 
 
@@ -63,10 +64,10 @@ def _root(
 
 
 app.command("serve")(_serve.serve)
-app.add_typer(_model.app, name="model")
-app.add_typer(_hw.app, name="hw")
-app.add_typer(_bench.app, name="bench")
-app.add_typer(_pipeline.app, name="pipeline")
+app.add_typer(_model.app, name="model", cls=HelpGroup)
+app.add_typer(_hw.app, name="hw", cls=HelpGroup)
+app.add_typer(_bench.app, name="bench", cls=HelpGroup)
+app.add_typer(_pipeline.app, name="pipeline", cls=HelpGroup)
 
 
 def main() -> None:

@@ -141,10 +141,14 @@ def bench_server(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Load a KServe v2 server: closed loop (concurrency) and open loop (Poisson rate)."""
-    from edgetier.bench import ServerBenchConfig, run_server_bench
-    from edgetier.bench._meta import make_report
-    from edgetier.bench._perf_analyzer import run_perf_analyzer
-    from edgetier.bench._schema import ModelInfo
+    from edgetier.bench import (
+        ModelInfo,
+        ServerBenchConfig,
+        make_report,
+        run_perf_analyzer,
+        run_server_bench,
+        server_provider,
+    )
     from edgetier.errors import EdgeTierError
 
     if tensors not in ("json", "binary", "shm"):
@@ -162,6 +166,8 @@ def bench_server(
                 tensors=tensors,  # type: ignore[arg-type]
                 duration_s=duration_s,
             )
+            provider = server_provider(url, model, version) or "unknown"
+            results = [r.model_copy(update={"provider": provider}) for r in results]
             report = make_report(
                 "server",
                 results,
@@ -232,19 +238,40 @@ def bench_compare(
         "--interleave/--one-at-a-time",
         help="Keep every system up and let them take turns point by point in each round.",
     ),
-    max_batch_size: int = typer.Option(8, "--max-batch-size"),
-    max_queue_delay_us: int = typer.Option(2000, "--max-queue-delay-us"),
-    dynamic_batching: bool = typer.Option(True, "--dynamic-batching/--no-dynamic-batching"),
-    intra_op_threads: int = typer.Option(
-        0, "--intra-op-threads", help="0 = all cores, for every system."
+    max_batch_size: int | None = typer.Option(
+        None, "--max-batch-size", help="Default: the model's config.yaml, else 8."
     ),
-    inter_op_threads: int = typer.Option(1, "--inter-op-threads"),
-    intra_op_spinning: bool = typer.Option(
-        True,
+    max_queue_delay_us: int | None = typer.Option(
+        None,
+        "--max-queue-delay-us",
+        help="Turns dynamic batching on. Default: config.yaml, else 2000.",
+    ),
+    dynamic_batching: bool | None = typer.Option(
+        None,
+        "--dynamic-batching/--no-dynamic-batching",
+        help="Default: config.yaml, else on.",
+        show_default=False,
+    ),
+    intra_op_threads: int | None = typer.Option(
+        None,
+        "--intra-op-threads",
+        help="0 = ONNX Runtime's default. Default: config.yaml, else 0.",
+    ),
+    inter_op_threads: int | None = typer.Option(
+        None, "--inter-op-threads", help="Default: config.yaml, else 0."
+    ),
+    intra_op_spinning: bool | None = typer.Option(
+        None,
         "--intra-op-spinning/--no-intra-op-spinning",
-        help="ONNX Runtime's intra-op spinning, set alike for every system.",
+        help="ONNX Runtime's intra-op spinning. Default: config.yaml, else off "
+        "(the server's default).",
+        show_default=False,
     ),
-    provider: str = typer.Option("cpu", "--provider", help="cpu | cuda | tensorrt."),
+    provider: str | None = typer.Option(
+        None,
+        "--provider",
+        help="cpu, cuda or tensorrt. Default: config.yaml's first available.",
+    ),
     peer_python: Path | None = typer.Option(
         None,
         "--peer-python",
@@ -255,7 +282,12 @@ def bench_compare(
     energy: bool = typer.Option(True, "--energy/--no-energy"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """The same model on raw ONNX Runtime, EdgeTier, PyTriton and Ray Serve: one table."""
+    """The same model on raw ONNX Runtime, EdgeTier, PyTriton and Ray Serve: one table.
+
+    Every system gets the model's own settings (its config.yaml, as `edgetier serve` would
+    load it) and the server's ONNX Runtime session options; the options below override
+    single values, and the report says where each came from.
+    """
     from edgetier.bench import CompareConfig, ServerSettings, run_compare
     from edgetier.errors import EdgeTierError
 

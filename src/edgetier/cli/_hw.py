@@ -14,6 +14,8 @@ from typing import Any
 
 import typer
 
+from edgetier.cli._help import HelpGroup
+
 app = typer.Typer(
     help="Probe the hardware, watch telemetry, choose hardware.", no_args_is_help=True
 )
@@ -288,7 +290,7 @@ def govern(
 
 
 power_app = typer.Typer(help="Power settings: nvpmodel, jetson_clocks, GPU power limits, cpufreq.")
-app.add_typer(power_app, name="power")
+app.add_typer(power_app, name="power", cls=HelpGroup)
 
 
 def _power_governor(dry_run: bool, record: Path | None) -> Any:

@@ -153,9 +153,15 @@ def _check(
             )
         if not _compatible(shape, graph.shape):
             shown = graph.shape[1:] if max_batch_size > 0 else graph.shape
+            hint = ""
+            if max_batch_size > 0 and len(tensor.dims) == len(graph.shape):
+                hint = (
+                    f"; leave out the batch dimension when max_batch_size > 0 "
+                    f"(max_batch_size is {max_batch_size}): dims {tensor.dims[1:]}"
+                )
             raise ConfigError(
                 f"{where}.dims: {tensor.dims} does not fit the graph's {shown} "
-                f"for {tensor.name!r} (-1 = any size)"
+                f"for {tensor.name!r} (-1 = any size){hint}"
             )
     if field == "input":
         named = {t.name for t in given}
