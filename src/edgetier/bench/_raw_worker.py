@@ -20,10 +20,10 @@ from edgetier.bench._engine_bench import measure_engine
 from edgetier.bench._loadgen import InputSpec, synthetic_inputs
 from edgetier.bench._schema import BenchResult
 from edgetier.bench._stats import latency_summary
-from edgetier.runtime import ModelRepository, OnnxEngine, load_engine
+from edgetier.runtime import Engine, ModelRepository, load_engine
 
 
-def load(repository: Path, name: str) -> tuple[OnnxEngine, list[InputSpec], bool]:
+def load(repository: Path, name: str) -> tuple[Engine, list[InputSpec], bool]:
     """The engine of the repository's model (its newest version), its inputs, and whether
     it batches."""
     repo = ModelRepository(repository)
@@ -34,7 +34,7 @@ def load(repository: Path, name: str) -> tuple[OnnxEngine, list[InputSpec], bool
 
 
 def _measure(
-    engine: OnnxEngine, specs: list[InputSpec], batched: bool, opts: dict[str, Any], point: Any
+    engine: Engine, specs: list[InputSpec], batched: bool, opts: dict[str, Any], point: Any
 ) -> str:
     batch_size, concurrency = int(point["batch_size"]), int(point["concurrency"])
     inputs = synthetic_inputs(specs, batch_size, batched=batched)

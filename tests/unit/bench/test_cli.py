@@ -201,7 +201,7 @@ def test_bench_model_on_fp16_file_hints_the_precisions_option(
     from edgetier.runtime import convert_fp16
 
     folder = _repo_with_own_config(tiny_model, tmp_path / "repo")
-    version = convert_fp16(folder)
+    version = convert_fp16(folder).version
     fp16_file = folder / str(version) / "model.onnx"
     quiet = ["--count", "5", "--warmup-s", "0", "--no-progress", "--no-energy", "--no-plots"]
     result = runner.invoke(app, ["bench", "model", str(fp16_file), *quiet])
