@@ -23,8 +23,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from _harness import RESULTS, null_grpc_service, save, serve, timed, wait_ready
 
-from edgetier.bench import BenchResult, latency_summary
-from edgetier.bench._meta import make_report
+from edgetier.bench import BenchResult, latency_summary, make_report
 from edgetier.runtime import ModelRepository, build_demo_repository, load_engine
 from edgetier.testing import free_port
 

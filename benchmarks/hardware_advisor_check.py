@@ -17,9 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgetier.hardware import probe
-from edgetier.hardware._advisor import _batch_time_s, candidates
-from edgetier.hardware._onnx_cost import model_cost
+from edgetier.hardware import batch_time_s, candidates, model_cost, probe
 from edgetier.runtime import make_resnet50
 
 
@@ -59,7 +57,7 @@ def main() -> None:
         )
         print("|---|---|---|---|---|")
         for batch in args.batches:
-            est = batch / _batch_time_s(cost, local, batch, 1.0)[0]
+            est = batch / batch_time_s(cost, local, batch, 1.0)[0]
             rates = measure(path, args.threads, batch, args.repeats, args.seconds)
             med = statistics.median(rates)
             runs = ", ".join(f"{r:.1f}" for r in rates)

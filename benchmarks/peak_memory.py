@@ -15,12 +15,16 @@ from pathlib import Path
 
 from _harness import options, save
 
-from edgetier.bench import ServerBenchConfig
-from edgetier.bench._loadgen import RequestSender
-from edgetier.bench._meta import make_report
-from edgetier.bench._sampling import ResourceSampler
-from edgetier.bench._server_bench import measure_server
-from edgetier.bench._systems import RunningSystem, _stop, _wait_ready
+from edgetier.bench import (
+    RequestSender,
+    ResourceSampler,
+    RunningSystem,
+    ServerBenchConfig,
+    make_report,
+    measure_server,
+    stop_process,
+    wait_ready,
+)
 from edgetier.testing import free_port
 
 
@@ -50,8 +54,7 @@ async def drive(url: str, models: list[str], args: object, pid: int) -> list:  #
 
 def main() -> None:
     args = options(__doc__ or "", duration_s=3.0)
-    from edgetier.runtime import build_demo_repository
-    from edgetier.runtime._demo import DEMO_MODELS
+    from edgetier.runtime import DEMO_MODELS, build_demo_repository
 
     repo = Path("var/bench/demo-models")
     build_demo_repository(repo)
@@ -83,13 +86,13 @@ def main() -> None:
     server = RunningSystem("edgetier", proc, http, grpc, log)
     whole = ResourceSampler([proc.pid])
     try:
-        _wait_ready(server, "resnet50", 180)
+        wait_ready(server, "resnet50", 180)
         whole.start()
         rows = asyncio.run(drive(f"grpc://127.0.0.1:{grpc}", list(DEMO_MODELS), args, proc.pid))
         usage = whole.stop()
     finally:
         whole.close()
-        _stop(proc)
+        stop_process(proc)
     notes = [
         f"demo repository: {', '.join(DEMO_MODELS)} all loaded; peak RSS of the server "
         f"over the whole run: {usage.peak_memory_bytes / 2**20:.0f} MiB"

@@ -27,12 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from edgetier.bench import BenchResult, latency_summary, merge_repeats
-from edgetier.bench._meta import make_report, model_info
-from edgetier.pipeline import Pipeline, parse_pipeline
-from edgetier.pipeline._decode import pyav_frames
-from edgetier.pipeline._models import ModelRunner, inspect_model, package_models_dir
-from edgetier.pipeline._preprocess import Letterboxer
+from edgetier.bench import BenchResult, latency_summary, make_report, merge_repeats, model_info
+from edgetier.pipeline import (
+    Letterboxer,
+    ModelRunner,
+    Pipeline,
+    inspect_model,
+    package_models_dir,
+    parse_pipeline,
+    pyav_frames,
+)
 from edgetier.synthetic import SceneConfig, SyntheticScene, write_video
 from edgetier.testing import make_random_detector
 

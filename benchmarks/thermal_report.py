@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from edgetier.hardware._thermal import (
+from edgetier.hardware import (
     DEFAULT_LEVELS,
     SimRun,
     ThermalGovernor,

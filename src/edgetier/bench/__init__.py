@@ -17,16 +17,18 @@ from edgetier.bench._meta import make_report, model_info
 from edgetier.bench._perf_analyzer import parse_perf_analyzer_csv, run_perf_analyzer
 from edgetier.bench._pipeline_bench import PipelineBenchConfig, run_pipeline_bench
 from edgetier.bench._report import render_markdown, render_plots, write_outputs
+from edgetier.bench._sampling import ResourceSampler
 from edgetier.bench._schema import SCHEMA, BenchReport, BenchResult, LatencyMs, ModelInfo
 from edgetier.bench._served import ServedModel, ServerSettings, served_model
 from edgetier.bench._server_bench import (
     ClientBottleneckWarning,
     ServerBenchConfig,
+    measure_server,
     run_server_bench,
     server_provider,
 )
 from edgetier.bench._stats import SpreadWarning, latency_summary, merge_repeats, spread_pct
-from edgetier.bench._systems import start_system
+from edgetier.bench._systems import RunningSystem, start_system, stop_process, wait_ready
 
 __all__ = [
     "SCHEMA",
@@ -42,6 +44,8 @@ __all__ = [
     "ModelInfo",
     "PipelineBenchConfig",
     "RequestSender",
+    "ResourceSampler",
+    "RunningSystem",
     "ServedModel",
     "ServerBenchConfig",
     "ServerSettings",
@@ -50,6 +54,7 @@ __all__ = [
     "closed_loop",
     "latency_summary",
     "make_report",
+    "measure_server",
     "merge_repeats",
     "model_info",
     "open_loop",
@@ -66,5 +71,7 @@ __all__ = [
     "server_provider",
     "spread_pct",
     "start_system",
+    "stop_process",
+    "wait_ready",
     "write_outputs",
 ]

@@ -63,7 +63,7 @@ def hardware_fingerprint() -> dict[str, Any]:
 
 def _flops(path: Path) -> float | None:
     try:
-        from edgetier.hardware._onnx_cost import model_cost
+        from edgetier.hardware import model_cost
 
         return float(model_cost(path).flops)
     except Exception:  # cost counting is best effort: unknown ops or shapes give null

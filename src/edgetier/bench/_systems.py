@@ -138,7 +138,7 @@ def peer_options(served: ServedModel) -> list[str]:
     ]
 
 
-def _wait_ready(system: RunningSystem, model: str, timeout_s: float) -> None:
+def wait_ready(system: RunningSystem, model: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     url = f"http://127.0.0.1:{system.http_port}/v2/models/{model}/ready"
     while time.monotonic() < deadline:
@@ -167,7 +167,7 @@ def _tail(log: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -247,7 +247,7 @@ def start_system(
         system, proc, http_port, None if system == "ray-serve" else grpc_port, log
     )
     try:
-        _wait_ready(running, served.name, ready_timeout_s)
+        wait_ready(running, served.name, ready_timeout_s)
         yield running
     finally:
-        _stop(proc)
+        stop_process(proc)

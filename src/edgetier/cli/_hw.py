@@ -155,9 +155,9 @@ def advise(
     from rich.markup import escape
 
     from edgetier.errors import ConfigError
+    from edgetier.hardware import Workload
+    from edgetier.hardware import advise as run_advise
     from edgetier.hardware import probe as run_probe
-    from edgetier.hardware._advisor import Workload
-    from edgetier.hardware._advisor import advise as run_advise
 
     if precision not in (None, "fp32", "fp16", "int8"):
         raise typer.BadParameter(f"precision must be fp32, fp16 or int8, got {precision!r}")
@@ -197,7 +197,7 @@ def thermal_sim(
     as_json: bool = typer.Option(False, "--json", help="Print events and the summary as JSON."),
 ) -> None:
     """Simulate a passively cooled Jetson Nano at full load, with or without the governor."""
-    from edgetier.hardware._thermal import ThermalGovernor, ThermalModel, simulate
+    from edgetier.hardware import ThermalGovernor, ThermalModel, simulate
 
     model = ThermalModel.passive_jetson_nano(ambient_c)
     gov = ThermalGovernor(target_c=target_c) if governor else None

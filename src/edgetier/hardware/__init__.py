@@ -7,7 +7,7 @@ meter = open_energy_meter(); meter.start(); ...; joules = meter.stop()
 
 from __future__ import annotations
 
-from edgetier.hardware._advisor import Verdict, Workload, advise
+from edgetier.hardware._advisor import Verdict, Workload, advise, batch_time_s, candidates
 from edgetier.hardware._catalog import Catalog, DeviceProfile, PowerMode, get_profile, load_catalog
 from edgetier.hardware._energy import (
     EnergyMeter,
@@ -15,6 +15,7 @@ from edgetier.hardware._energy import (
     integrate_power,
     open_energy_meter,
 )
+from edgetier.hardware._onnx_cost import ModelCost, model_cost
 from edgetier.hardware._paths import HostPaths
 from edgetier.hardware._power import PowerChange, PowerGovernor, PowerPermissionError, PowerRecord
 from edgetier.hardware._probe import Machine, fingerprint, probe
@@ -25,8 +26,10 @@ from edgetier.hardware._telemetry import (
     sample_from_tegrastats,
 )
 from edgetier.hardware._thermal import (
+    DEFAULT_LEVELS,
     GovernorEvent,
     OperatingLevel,
+    SimRun,
     ThermalGovernor,
     ThermalModel,
     simulate,
@@ -34,6 +37,7 @@ from edgetier.hardware._thermal import (
 from edgetier.hardware._zones import governing_temperature_c
 
 __all__ = [
+    "DEFAULT_LEVELS",
     "Catalog",
     "DeviceProfile",
     "EnergyMeter",
@@ -41,12 +45,14 @@ __all__ = [
     "GovernorEvent",
     "HostPaths",
     "Machine",
+    "ModelCost",
     "OperatingLevel",
     "PowerChange",
     "PowerGovernor",
     "PowerMode",
     "PowerPermissionError",
     "PowerRecord",
+    "SimRun",
     "TelemetryCollector",
     "TelemetrySample",
     "TelemetrySampler",
@@ -55,11 +61,14 @@ __all__ = [
     "Verdict",
     "Workload",
     "advise",
+    "batch_time_s",
+    "candidates",
     "fingerprint",
     "get_profile",
     "governing_temperature_c",
     "integrate_power",
     "load_catalog",
+    "model_cost",
     "open_energy_meter",
     "probe",
     "sample_from_tegrastats",

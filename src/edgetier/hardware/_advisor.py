@@ -209,7 +209,7 @@ def candidates(
     return found
 
 
-def _batch_time_s(cost: ModelCost, cand: Candidate, batch: int, scale: float) -> tuple[float, str]:
+def batch_time_s(cost: ModelCost, cand: Candidate, batch: int, scale: float) -> tuple[float, str]:
     eff = COMPUTE_EFFICIENCY[cand.profile.kind]
     compute_s = batch * cost.flops / (cand.peak_tflops * 1e12 * eff * scale)
     if cand.bandwidth_gbs is None:
@@ -259,7 +259,7 @@ def _best_batch(
     the fastest one within the latency target; None if even batch 1 misses it."""
     best: tuple[int, float, float, str] | None = None
     for batch in _BATCHES:
-        t_s, bound = _batch_time_s(cost, cand, batch, scale)
+        t_s, bound = batch_time_s(cost, cand, batch, scale)
         gather_s = (batch - 1) / work.rate_per_s  # waiting for the batch to fill
         if (t_s + gather_s) * 1000 > work.latency_ms:
             break
@@ -287,7 +287,7 @@ def estimate(
     scale = correction * power_scale
     best = _best_batch(cost, cand, work, scale)
     if best is None:
-        t1, bound = _batch_time_s(cost, cand, 1, scale)
+        t1, bound = batch_time_s(cost, cand, 1, scale)
         reasons.append(
             f"One inference takes {t1 * 1000:.1f} ms ({bound}-bound), over the "
             f"{work.latency_ms:g} ms latency target."
@@ -392,7 +392,7 @@ def _correction(
         if not same or result.get("precision", "fp32") != cand.precision:
             continue
         batch = int(result.get("batch_size") or 1)
-        t_s, _ = _batch_time_s(cost, cand, batch, 1.0)
+        t_s, _ = batch_time_s(cost, cand, batch, 1.0)
         measured = float(result.get("throughput_per_s") or 0.0)
         if measured > 0:
             ratios.append(measured / (batch / t_s))

@@ -37,9 +37,9 @@ from edgetier.pipeline.sinks import Sink, SinkContext
 
 if TYPE_CHECKING:
     from edgetier.pipeline._analytics import LineCounter, SpeedEstimator, ZoneMonitor
-    from edgetier.pipeline._decode import RawFrame
+    from edgetier.pipeline._decode import RawFrame, pyav_frames
     from edgetier.pipeline._frame import Event, FrameMeta, FramePacket
-    from edgetier.pipeline._models import ModelRunner, package_models_dir
+    from edgetier.pipeline._models import ModelRunner, inspect_model, package_models_dir
     from edgetier.pipeline._outbox import Outbox
     from edgetier.pipeline._preprocess import (
         Letterboxer,
@@ -81,10 +81,12 @@ __all__ = [
     "decode_yolo",
     "graph_dot",
     "graph_text",
+    "inspect_model",
     "load_pipeline",
     "nms",
     "package_models_dir",
     "parse_pipeline",
+    "pyav_frames",
     "register_sink",
     "register_source",
     "register_stage",
@@ -97,10 +99,12 @@ _WHERE = {
     "SpeedEstimator": "_analytics",
     "ZoneMonitor": "_analytics",
     "RawFrame": "_decode",
+    "pyav_frames": "_decode",
     "Event": "_frame",
     "FrameMeta": "_frame",
     "FramePacket": "_frame",
     "ModelRunner": "_models",
+    "inspect_model": "_models",
     "package_models_dir": "_models",
     "Outbox": "_outbox",
     "Letterboxer": "_preprocess",

@@ -25,7 +25,7 @@ from edgetier.config import ConfigModel, FieldError, read_yaml, validate
 from edgetier.errors import ConfigError
 from edgetier.pipeline._registry import Registry
 from edgetier.runtime import ProviderKey
-from edgetier.synthetic._config import SceneConfig
+from edgetier.synthetic import SceneConfig
 
 if TYPE_CHECKING:
     from edgetier.pipeline._sources import Source
