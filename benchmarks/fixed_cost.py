@@ -63,7 +63,8 @@ from edgetier.bench import (
     make_report,
     model_info,
 )
-from edgetier.runtime import ModelRepository, build_demo_repository, load_engine
+from edgetier.runtime import ModelRepository, load_engine
+from edgetier.synthetic import build_demo_repository
 from edgetier.testing import free_port
 
 Timed = Callable[[int], list[int]]  # n requests -> their latencies in ns

@@ -67,7 +67,7 @@ def main() -> int:
         print(json.dumps(_load_once(Path(args.load[0]), int(args.load[1]))))
         return 0
 
-    from edgetier.runtime import make_resnet50
+    from edgetier.synthetic import make_resnet50
 
     model_dir = args.repo / "resnet50"
     for version, seed in ((1, 0), (2, 1)):

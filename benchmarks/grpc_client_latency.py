@@ -24,7 +24,8 @@ import tritonclient.grpc.aio as aioclient
 from _harness import RESULTS, null_grpc_service, save, serve, timed, wait_ready
 
 from edgetier.bench import BenchResult, latency_summary, make_report
-from edgetier.runtime import ModelRepository, build_demo_repository, load_engine
+from edgetier.runtime import ModelRepository, load_engine
+from edgetier.synthetic import build_demo_repository
 from edgetier.testing import free_port
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgetier.hardware import batch_time_s, candidates, model_cost, probe
-from edgetier.runtime import make_resnet50
+from edgetier.synthetic import make_resnet50
 
 
 def measure(path: Path, threads: int, batch: int, repeats: int, seconds: float) -> list[float]:

@@ -54,7 +54,7 @@ async def drive(url: str, models: list[str], args: object, pid: int) -> list:  #
 
 def main() -> None:
     args = options(__doc__ or "", duration_s=3.0)
-    from edgetier.runtime import DEMO_MODELS, build_demo_repository
+    from edgetier.synthetic import DEMO_MODELS, build_demo_repository
 
     repo = Path("var/bench/demo-models")
     build_demo_repository(repo)

@@ -53,7 +53,7 @@ def test_compare_rounds_pair_every_point(interleave: bool, tmp_path: Path) -> No
 
 
 def test_compare_serves_the_repository_models_own_config(tmp_path: Path) -> None:
-    from edgetier.runtime import build_demo_repository
+    from edgetier.synthetic import build_demo_repository
 
     repo = tmp_path / "repo"
     build_demo_repository(repo, models=["small"])

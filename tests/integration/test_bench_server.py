@@ -20,8 +20,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
-    from edgetier.runtime import build_demo_repository
     from edgetier.server import InferenceServer, ServerSettings
+    from edgetier.synthetic import build_demo_repository
 
     repo = tmp_path_factory.mktemp("repo")
     build_demo_repository(repo, models=["small"])

@@ -22,14 +22,8 @@ from typing import Any
 import yaml
 
 from edgetier.errors import ConfigError
-from edgetier.runtime import (
-    DEMO_MODELS,
-    ModelConfig,
-    ModelRepository,
-    build_demo_repository,
-    config_for_file,
-    load_config_file,
-)
+from edgetier.runtime import ModelConfig, ModelRepository, config_for_file, load_config_file
+from edgetier.synthetic import DEMO_MODELS, build_demo_repository
 
 __all__ = [
     "BARE_FILE_QUEUE_DELAY_US",

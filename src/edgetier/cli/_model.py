@@ -140,7 +140,7 @@ def demo(
     force: bool = typer.Option(False, "--force", help="Rebuild models that are up to date."),
 ) -> None:
     """Build the demo repository: resnet50, simple, small, identity (random weights)."""
-    from edgetier.runtime import DEMO_MODELS, build_demo_repository
+    from edgetier.synthetic import DEMO_MODELS, build_demo_repository
 
     names = list(model) if model else list(DEMO_MODELS)
     with _progress("demo models") as progress:

@@ -27,16 +27,9 @@ from edgetier.runtime._datatypes import (
     DATATYPES,
     datatype_of,
     element_size,
+    onnx_elem_type,
     to_numpy_dtype,
     triton_name,
-)
-from edgetier.runtime._demo import (
-    DEMO_MODELS,
-    build_demo_repository,
-    make_identity,
-    make_resnet50,
-    make_simple,
-    make_small,
 )
 from edgetier.runtime._engine import (
     Engine,
@@ -63,7 +56,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DATATYPES",
     "DEFAULT_MAX_BATCH_SIZE",
-    "DEMO_MODELS",
     "GPU_PROVIDERS",
     "PROVIDER_NAMES",
     "DynamicBatchingConfig",
@@ -80,7 +72,6 @@ __all__ = [
     "TensorConfig",
     "TensorSpec",
     "VersionPolicy",
-    "build_demo_repository",
     "config_for_file",
     "convert_fp16",
     "datatype_of",
@@ -89,10 +80,7 @@ __all__ = [
     "load_config_file",
     "load_engine",
     "load_engines",
-    "make_identity",
-    "make_resnet50",
-    "make_simple",
-    "make_small",
+    "onnx_elem_type",
     "parse_config",
     "placements",
     "quantize_int8",

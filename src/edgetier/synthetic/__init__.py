@@ -1,5 +1,6 @@
-"""Tools outside the running path: synthetic road scenes with exact ground truth, the
-training of the shipped pipeline models on them, and their quality evaluation.
+"""Tools outside the running path: the demo models (made here, random weights, nothing
+downloaded), synthetic road scenes with exact ground truth, the training of the shipped
+pipeline models on them, and their quality evaluation.
 
     scene = SyntheticScene(SceneConfig(duration_s=5.0, seed=7))
     write_video(scene, Path("road.mp4"))
@@ -18,6 +19,14 @@ from typing import TYPE_CHECKING, Any
 from edgetier.synthetic._config import DEFAULT_LINES, SceneConfig
 
 if TYPE_CHECKING:
+    from edgetier.synthetic._demo import (
+        DEMO_MODELS,
+        build_demo_repository,
+        make_identity,
+        make_resnet50,
+        make_simple,
+        make_small,
+    )
     from edgetier.synthetic._quality import evaluate, held_out_scenes
     from edgetier.synthetic._scene import (
         CLASS_NAMES,
@@ -35,6 +44,7 @@ __all__ = [
     "CLASS_NAMES",
     "COLOUR_NAMES",
     "DEFAULT_LINES",
+    "DEMO_MODELS",
     "Crossing",
     "GroundTruth",
     "ModelCard",
@@ -42,14 +52,25 @@ __all__ = [
     "SyntheticFrame",
     "SyntheticScene",
     "TrainConfig",
+    "build_demo_repository",
     "build_models",
     "evaluate",
     "held_out_scenes",
     "line_crossings",
+    "make_identity",
+    "make_resnet50",
+    "make_simple",
+    "make_small",
     "write_video",
 ]
 
 _WHERE = {
+    "DEMO_MODELS": "_demo",
+    "build_demo_repository": "_demo",
+    "make_identity": "_demo",
+    "make_resnet50": "_demo",
+    "make_simple": "_demo",
+    "make_small": "_demo",
     "CLASS_NAMES": "_scene",
     "COLOUR_NAMES": "_scene",
     "Crossing": "_scene",

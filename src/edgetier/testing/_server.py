@@ -32,7 +32,7 @@ _CACHE: dict[str, Path] = {}
 
 def demo_repository(base: Path, models: tuple[str, ...] = DEMO) -> Path:
     """A fresh copy of the demo models under ``base`` (built once per test session)."""
-    from edgetier.runtime import build_demo_repository
+    from edgetier.synthetic import build_demo_repository
 
     key = ",".join(models)
     if key not in _CACHE:

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgetier.cli._app import app
-from edgetier.runtime import ModelRepository, build_demo_repository
+from edgetier.runtime import ModelRepository
+from edgetier.synthetic import build_demo_repository
 
 runner = CliRunner()
 

@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as C
 
-from edgetier.runtime import make_identity, make_simple, make_small
+from edgetier.synthetic import make_identity, make_simple, make_small
 
 
 def make_tiny_cnn(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from edgetier.errors import ConfigError
-from edgetier.runtime import ModelRepository, make_small
+from edgetier.runtime import ModelRepository
+from edgetier.synthetic import make_small
 
 
 def _repo(root: Path, config: str) -> ModelRepository:

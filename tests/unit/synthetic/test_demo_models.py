@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 
 from edgetier.errors import ConfigError
-from edgetier.runtime import (
-    DATATYPES,
-    DEMO_MODELS,
-    ModelRepository,
-    build_demo_repository,
-    load_engine,
-)
+from edgetier.runtime import DATATYPES, ModelRepository, load_engine
+from edgetier.synthetic import DEMO_MODELS, build_demo_repository
 
 LIGHT = ["simple", "small", "identity"]
 

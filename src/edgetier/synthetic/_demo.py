@@ -22,7 +22,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from edgetier.errors import ConfigError
-from edgetier.runtime._datatypes import DATATYPES, onnx_elem_type, triton_name
+from edgetier.runtime import DATATYPES, onnx_elem_type, triton_name
 
 __all__ = [
     "DEMO_MODELS",
