@@ -13,10 +13,9 @@ one needs the ``video`` extra, whose names are imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from edgetier.extras import missing_extra
+from edgetier._lazy import lazy_names
 from edgetier.pipeline import sinks as sinks
 from edgetier.pipeline._config import (
     EVENT_KINDS,
@@ -120,18 +119,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgetier.pipeline' has no attribute {name!r}")
-    try:
-        loaded = importlib.import_module(f"edgetier.pipeline.{module}")
-    except ModuleNotFoundError as exc:
-        raise missing_extra(exc) or exc from exc
-    value = getattr(loaded, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, __all__)

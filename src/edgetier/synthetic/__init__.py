@@ -13,9 +13,9 @@ imports this package.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from edgetier._lazy import lazy_names
 from edgetier.synthetic._config import DEFAULT_LINES, SceneConfig
 
 if TYPE_CHECKING:
@@ -87,14 +87,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgetier.synthetic' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"edgetier.synthetic.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, __all__)

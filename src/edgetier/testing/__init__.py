@@ -12,8 +12,9 @@ Names are imported on first use, so ``free_port`` costs no more than the socket 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from edgetier._lazy import lazy_names
 
 if TYPE_CHECKING:
     from edgetier.testing._models import make_random_classifier, make_random_detector
@@ -65,14 +66,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgetier.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"edgetier.testing.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, __all__)
