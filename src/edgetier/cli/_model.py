@@ -165,7 +165,8 @@ def list_models(
         False, "--config", help="Also print each model's full config (YAML)."
     ),
 ) -> None:
-    """List the models of a repository with their versions and configs."""
+    """List the models of a repository with their versions and configs; exits with 1 when
+    a model's config or files are invalid."""
     import yaml
     from rich.console import Console
     from rich.table import Table
@@ -214,6 +215,8 @@ def list_models(
                 config.model_dump(exclude_none=True), sort_keys=False, default_flow_style=None
             )
             console.print(text, markup=False)
+    if errors:
+        raise typer.Exit(1)
 
 
 def _tensors(config: Any, tensors: Any, shown: int = 3) -> str:

@@ -36,12 +36,13 @@ def test_demo_then_list(tmp_path: Path) -> None:
     assert "max_batch_size: 8" in listed.output
 
 
-def test_list_shows_a_broken_model_and_goes_on(tmp_path: Path) -> None:
+def test_list_shows_a_broken_model_goes_on_and_exits_1(tmp_path: Path) -> None:
     build_demo_repository(tmp_path, models=["small"])
+    assert runner.invoke(app, ["model", "list", str(tmp_path)]).exit_code == 0
     (tmp_path / "broken" / "1").mkdir(parents=True)
     (tmp_path / "broken" / "config.yaml").write_text("max_batch_size: -2\n")
     result = runner.invoke(app, ["model", "list", str(tmp_path)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "max_batch_size: must be >= 0, got -2" in result.output.replace("\n", "")
     assert "small" in result.output
 
