@@ -12,6 +12,7 @@ loop thread instead, skipping both hand-offs.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 import queue
@@ -26,7 +27,7 @@ import numpy as np
 
 from edgetier.batching._jobs import DONE, QUEUED, TAKEN, Job, Request, ShapeKey
 from edgetier.batching._options import BatcherOptions, check_execute, make_options
-from edgetier.batching._results import BatcherStats, BatchResult, Tensors
+from edgetier.batching._results import QUEUE_WAIT_BUCKETS_US, BatcherStats, BatchResult, Tensors
 from edgetier.errors import (
     ConfigError,
     InvalidInputError,
@@ -59,6 +60,12 @@ class DynamicBatcher:
     runs requests one by one as sent (Triton's default scheduler), and so does a model
     without a batch dimension (``max_batch_size=0``).
 
+    ``max_queue_wait_us`` > 0 admits a request only while its estimated wait in the queue
+    (requests queued ÷ the measured service rate) fits that budget, or the request's own
+    timeout when it gives one; the rest are refused at once with QueueFullError and a
+    ``retry_after_s``, so that an overloaded model answers late requests with a fast
+    refusal instead of a growing queue.
+
     ``inline_execute_us`` > 0 lets a single-instance batcher run a batch that is ready
     while its instance is idle on the event loop thread itself, once the batches' recent
     average time is under that many microseconds: for cheap models the hand-off to the
@@ -83,6 +90,7 @@ class DynamicBatcher:
         default_priority_level: int = 0,
         default_timeout_us: int = 0,
         instance_count: int = 1,
+        max_queue_wait_us: int = 0,
         inline_execute_us: int = 0,
         name: str = "",
         clock: Callable[[], float] = time.monotonic,
@@ -97,6 +105,7 @@ class DynamicBatcher:
             default_priority_level=default_priority_level,
             default_timeout_us=default_timeout_us,
             instance_count=instance_count,
+            max_queue_wait_us=max_queue_wait_us,
         )
         self.name = name
         if inline_execute_us < 0:
@@ -110,6 +119,14 @@ class DynamicBatcher:
         self._merges = opts.merges
         self._delay_s = opts.max_queue_delay_us / 1e6 if opts.merges else 0.0
         self._preferred = frozenset(opts.preferred_batch_sizes)
+        # the wait budget of a request without its own timeout: the tighter of the two
+        budgets = [b for b in (opts.max_queue_wait_us, opts.default_timeout_us) if b > 0]
+        self._budget_us = min(budgets) if budgets else 0
+        self._budget_name = (
+            "max_queue_wait_us"
+            if self._budget_us and self._budget_us == opts.max_queue_wait_us
+            else "default_timeout_us"
+        )
         # level index 0 is priority 1 (the highest); priority 0 means the default level,
         # and a default of 0 with levels configured means the lowest level
         self._levels: list[deque[Request]] = [deque() for _ in range(max(1, priority_levels))]
@@ -225,6 +242,16 @@ class DynamicBatcher:
         return snapshot
 
     @property
+    def estimated_wait_s(self) -> float:
+        """Seconds a request queued now would wait before its batch starts.
+
+        Requests queued ÷ the recent service rate (0 while nothing is queued or before any
+        batch has finished): the estimate admission and ``retry_after_s`` use.
+        """
+        rate = self._service_rate()
+        return self._depth / rate if rate > 0 else 0.0
+
+    @property
     def running(self) -> bool:
         """Whether submit() accepts requests."""
         return self._state == _RUNNING
@@ -251,8 +278,9 @@ class DynamicBatcher:
         """Queue one request and wait for its own rows of its batch's outputs.
 
         Raises InvalidInputError for a malformed request, QueueFullError at once when the
-        queue is full, RequestTimeoutError when it waited past its timeout, ShutdownError
-        when the batcher is stopping, and whatever execute() raised for its batch.
+        queue is full or its estimated wait is over the budget, RequestTimeoutError when it
+        waited past its timeout, ShutdownError when the batcher is stopping, and whatever
+        execute() raised for its batch.
         """
         if self._state != _RUNNING:
             self._stats.failure_count += 1
@@ -287,6 +315,11 @@ class DynamicBatcher:
                         f"max_queue_size {max_queue_size}",
                         retry_after_s=self._retry_after_s(),
                     )
+                refusal = self._admit(timeout_us)
+                if refusal is not None:
+                    self._stats.failure_count += 1
+                    self._stats.rejected_count += 1
+                    raise refusal
                 self._enqueue(request)
                 job = None
         if job is None:
@@ -633,6 +666,7 @@ class DynamicBatcher:
             stats.batch_histogram[rows] = stats.batch_histogram.get(rows, 0) + 1
             stats.batch_compute_ns[rows] = stats.batch_compute_ns.get(rows, 0) + compute_ns
             start = job.start
+            waits = stats.queue_wait_histogram
             for request, outputs in zip(requests, job.results, strict=True):
                 request.state = DONE
                 future = request.future
@@ -643,6 +677,7 @@ class DynamicBatcher:
                 queue_ns = int((start - request.enqueued) * 1e9)
                 stats.success_count += 1
                 stats.queue_ns += queue_ns
+                waits[bisect.bisect_left(QUEUE_WAIT_BUCKETS_US, queue_ns // 1000)] += 1
                 future.set_result(BatchResult(outputs, queue_ns, compute_ns, rows))
         else:
             for request in requests:
@@ -660,12 +695,43 @@ class DynamicBatcher:
         if rearm or self._state == _DRAINING:  # a timer may be needed, or stop() waits
             self._schedule()
 
+    def _service_rate(self) -> float:
+        """Requests per second the instances got through recently; 0 before any batch."""
+        if self._ewma_batch_s <= 0 or self._ewma_requests <= 0:
+            return 0.0
+        return self.options.instance_count * self._ewma_requests / self._ewma_batch_s
+
     def _retry_after_s(self) -> float:
         """Seconds the instances need to work through the queue at the recent rate."""
-        if self._ewma_batch_s <= 0 or self._ewma_requests <= 0:
+        rate = self._service_rate()
+        if rate <= 0:
             return 1.0
-        rate = self.options.instance_count * self._ewma_requests / self._ewma_batch_s
         return min(60.0, max(0.001, self._depth / rate))
+
+    def _admit(self, timeout_us: int) -> QueueFullError | None:
+        """(Under the lock) None when a request may queue, else the refusal to raise.
+
+        The budget is the request's own timeout when it gives one, else the tighter of
+        max_queue_wait_us and default_timeout_us; no budget, or no measured rate yet,
+        admits.
+        """
+        budget_us = timeout_us or self._budget_us
+        if not budget_us or not self._depth:
+            return None
+        rate = self._service_rate()
+        if rate <= 0:
+            return None
+        wait_s = self._depth / rate
+        budget_s = budget_us / 1e6
+        if wait_s <= budget_s:
+            return None
+        source = "the request's timeout" if timeout_us else self._budget_name
+        return QueueFullError(
+            f"model {self.name!r} is overloaded: a request queued now would wait about "
+            f"{wait_s * 1e3:.1f} ms ({self._depth} queued, served at {rate:.1f}/s), over "
+            f"the budget of {budget_s * 1e3:g} ms ({source})",
+            retry_after_s=min(60.0, max(0.001, wait_s - budget_s)),
+        )
 
 
 def _first(part: tuple[str, Any, Any]) -> str:

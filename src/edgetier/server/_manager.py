@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgetier.batching import BatchResult, DynamicBatcher
+from edgetier.batching import DynamicBatcher
 from edgetier.errors import (
     EdgeTierError,
     InvalidInputError,
@@ -29,7 +29,13 @@ from edgetier.errors import (
     ModelNotReadyError,
     UnsupportedError,
 )
-from edgetier.runtime import Engine, ModelConfig, ModelRepository, load_engine
+from edgetier.runtime import (
+    DynamicBatchingConfig,
+    Engine,
+    ModelConfig,
+    ModelRepository,
+    load_engine,
+)
 from edgetier.server._signature import Signature
 from edgetier.server._stats import VersionStats
 
@@ -86,16 +92,11 @@ class ModelVersion:
             priority_levels=dyn.priority_levels if dyn else 0,
             default_priority_level=dyn.default_priority_level if dyn else 0,
             default_timeout_us=dyn.default_timeout_microseconds if dyn else 0,
+            max_queue_wait_us=(dyn or DynamicBatchingConfig()).max_queue_wait_microseconds,
             instance_count=max(1, len(engines)),
             inline_execute_us=INLINE_EXECUTE_US,
             name=f"{name}/{version}",
         )
-
-    async def infer(
-        self, inputs: dict[str, np.ndarray], *, priority: int = 0, timeout_us: int = 0
-    ) -> BatchResult:
-        """Queue one request on this version's batcher and wait for its outputs."""
-        return await self.batcher.submit(inputs, priority=priority, timeout_us=timeout_us)
 
     def metadata(self, versions: list[str]) -> dict[str, Any]:
         """KServe v2 model metadata, with the execution provider in ``parameters``."""
