@@ -10,8 +10,10 @@ so the client's index-based lookup stays right).
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,10 @@ from edgetier.server._core import InferRequest, OutputTensor, RequestedOutput, i
 from edgetier.server._manager import ModelVersion
 
 pb = service_pb2
+
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+"""Trailing metadata of a refusal (UNAVAILABLE): milliseconds to wait before retrying, as
+gRPC's own retry policy reads it (server pushback)."""
 
 # datatype -> field of InferTensorContents that may carry it
 _CONTENTS_FIELD = {
@@ -198,8 +204,40 @@ def encode_response(
     return response
 
 
-class _Abort(Exception):
-    pass
+Rpc = Callable[[Any, Any, Any], Awaitable[Any]]
+
+
+def _rpc(*, work: bool = True) -> Callable[[Rpc], Rpc]:
+    """The one error path of the unary handlers: an exception becomes the status it maps
+    to (edgetier.server._errors), with ``grpc-retry-pushback-ms`` in the trailing
+    metadata when the client should retry later. ``work`` handlers count as requests in
+    flight for the drain and are refused once the server drains."""
+
+    def wrap(handler: Rpc) -> Rpc:
+        @functools.wraps(handler)
+        async def rpc(self: GrpcService, request: Any, context: Any) -> Any:
+            backend = self.backend
+            counted = False
+            try:
+                if work:
+                    backend.refuse_while_draining()
+                    backend.active += 1
+                    counted = True
+                return await handler(self, request, context)
+            except Exception as exc:
+                retry = _errors.retry_after_s(exc)
+                if retry is not None:
+                    context.set_trailing_metadata(
+                        ((RETRY_PUSHBACK_KEY, str(max(1, math.ceil(retry * 1000)))),)
+                    )
+                await context.abort(_errors.grpc_code(exc), _errors.message(exc))
+            finally:
+                if counted:
+                    backend.active -= 1
+
+        return rpc
+
+    return wrap
 
 
 class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -207,9 +245,6 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-
-    async def _fail(self, context: Any, exc: BaseException) -> None:
-        await context.abort(_errors.grpc_code(exc), _errors.message(exc))
 
     async def _infer(self, request: Any) -> Any:
         start = time.perf_counter_ns()
@@ -223,21 +258,29 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
         outputs = await run(backend.manager, version, decoded, backend.shm, start)
         return encode_response(version, decoded, outputs)
 
+    @_rpc()
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        try:
-            return await self._infer(request)
-        except Exception as exc:
-            await self._fail(context, exc)
+        return await self._infer(request)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[Any]:
+        """Answer each request of the stream as it completes; errors go in the response.
+
+        Every task it starts is awaited before it returns, also when the client cancels.
+        """
+        backend = self.backend
         results: asyncio.Queue[Any] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
 
         async def one(request: Any) -> None:
             try:
-                response = await self._infer(request)
+                backend.refuse_while_draining()
+                backend.active += 1
+                try:
+                    response = await self._infer(request)
+                finally:
+                    backend.active -= 1
                 await results.put(pb.ModelStreamInferResponse(infer_response=response))
             except Exception as exc:
                 await results.put(
@@ -258,6 +301,7 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
                 task.add_done_callback(pending.discard)
 
         read = asyncio.create_task(reader())
+        getter: asyncio.Future[Any] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(results.get())
@@ -274,119 +318,109 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
                     yield results.get_nowait()
                 return
         finally:
-            read.cancel()
-            for task in list(pending):
+            waits: list[asyncio.Future[Any]] = [read, *pending]
+            if getter is not None:
+                waits.append(getter)
+            for task in waits:
                 task.cancel()
+            # awaited, so that none is destroyed while pending when the stream ends
+            await asyncio.gather(*waits, return_exceptions=True)
 
+    @_rpc(work=False)
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self.backend.live)
 
+    @_rpc(work=False)
     async def ServerReady(self, request: Any, context: Any) -> Any:
         return pb.ServerReadyResponse(ready=self.backend.ready)
 
+    @_rpc()
     async def ModelReady(self, request: Any, context: Any) -> Any:
         return pb.ModelReadyResponse(
             ready=self.backend.manager.is_ready(request.name, request.version)
         )
 
+    @_rpc()
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         meta = self.backend.server_metadata
         return pb.ServerMetadataResponse(
             name=meta["name"], version=meta["version"], extensions=meta["extensions"]
         )
 
+    @_rpc()
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        try:
-            meta = self.backend.model_metadata(request.name, request.version)
-            meta.pop("parameters", None)
-            return json_format.ParseDict(meta, pb.ModelMetadataResponse())
-        except Exception as exc:
-            await self._fail(context, exc)
+        meta = self.backend.model_metadata(request.name, request.version)
+        meta.pop("parameters", None)
+        return json_format.ParseDict(meta, pb.ModelMetadataResponse())
 
+    @_rpc()
     async def ModelConfig(self, request: Any, context: Any) -> Any:
-        try:
-            config = self.backend.model_config(request.name, request.version)
-            message = json_format.ParseDict(
-                config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True
-            )
-            return pb.ModelConfigResponse(config=message)
-        except Exception as exc:
-            await self._fail(context, exc)
+        config = self.backend.model_config(request.name, request.version)
+        message = json_format.ParseDict(
+            config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True
+        )
+        return pb.ModelConfigResponse(config=message)
 
+    @_rpc()
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
-        try:
-            stats = self.backend.statistics(request.name, request.version)
-            return json_format.ParseDict(
-                stats, pb.ModelStatisticsResponse(), ignore_unknown_fields=True
-            )
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        try:
-            rows = self.backend.repository_index(ready_only=request.ready)
-            return json_format.ParseDict({"models": rows}, pb.RepositoryIndexResponse())
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        try:
-            params = {k: v for k, v in request.parameters.items()}
-            await self.backend.load(request.model_name, params)
-            return pb.RepositoryModelLoadResponse()
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        try:
-            await self.backend.unload(request.model_name)
-            return pb.RepositoryModelUnloadResponse()
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        try:
-            regions = {r["name"]: r for r in self.backend.shm_status(request.name)}
-            return json_format.ParseDict(
-                {"regions": regions}, pb.SystemSharedMemoryStatusResponse()
-            )
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        try:
-            self.backend.shm_register(request.name, request.key, request.offset, request.byte_size)
-            return pb.SystemSharedMemoryRegisterResponse()
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        try:
-            self.backend.shm_unregister(request.name)
-            return pb.SystemSharedMemoryUnregisterResponse()
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def _no_cuda(self, context: Any) -> None:
-        await self._fail(
-            context,
-            UnsupportedError(
-                "CUDA shared memory is not supported by this server; use system shared memory "
-                "or send the data in the request"
-            ),
+        stats = self.backend.statistics(request.name, request.version)
+        return json_format.ParseDict(
+            stats, pb.ModelStatisticsResponse(), ignore_unknown_fields=True
         )
 
+    @_rpc()
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        rows = self.backend.repository_index(ready_only=request.ready)
+        return json_format.ParseDict({"models": rows}, pb.RepositoryIndexResponse())
+
+    @_rpc()
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        params = {k: v for k, v in request.parameters.items()}
+        await self.backend.load(request.model_name, params)
+        return pb.RepositoryModelLoadResponse()
+
+    @_rpc()
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await self.backend.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    @_rpc()
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        regions = {r["name"]: r for r in self.backend.shm_status(request.name)}
+        return json_format.ParseDict({"regions": regions}, pb.SystemSharedMemoryStatusResponse())
+
+    @_rpc()
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        self.backend.shm_register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_rpc()
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        self.backend.shm_unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @_rpc()
     async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        await self._no_cuda(context)
+        raise _NO_CUDA_SHM
 
+    @_rpc()
     async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        await self._no_cuda(context)
+        raise _NO_CUDA_SHM
 
+    @_rpc()
     async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        await self._no_cuda(context)
+        raise _NO_CUDA_SHM
 
+    @_rpc()
     async def TraceSetting(self, request: Any, context: Any) -> Any:
-        await self._fail(context, UnsupportedError("trace settings are not supported"))
+        raise UnsupportedError("trace settings are not supported")
 
+    @_rpc()
     async def LogSettings(self, request: Any, context: Any) -> Any:
-        await self._fail(context, UnsupportedError("log settings are not supported"))
+        raise UnsupportedError("log settings are not supported")
+
+
+_NO_CUDA_SHM = UnsupportedError(
+    "CUDA shared memory is not supported by this server; use system shared memory "
+    "or send the data in the request"
+)

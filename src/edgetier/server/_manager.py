@@ -153,6 +153,8 @@ class _ModelEntry:
     latest: ModelVersion | None = None
     version_strs: list[str] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wanted: bool = True
+    """Whether the model should be loaded (readiness waits for it): not once unloaded."""
 
 
 class ModelManager:
@@ -247,6 +249,10 @@ class ModelManager:
             return False
         return True
 
+    def all_ready(self) -> bool:
+        """Whether every model that should be loaded serves (Triton's strict readiness)."""
+        return all(e.latest is not None for e in self._models.values() if e.wanted)
+
     def versions_of(self, name: str) -> list[str]:
         entry = self._models.get(name)
         return list(entry.version_strs) if entry else []
@@ -321,8 +327,10 @@ class ModelManager:
     def _exists(self, name: str) -> bool:
         return name in self._scan(quiet=True)
 
-    async def _load(self, name: str) -> None:
+    async def _load(self, name: str) -> bool:
+        """Load or reload a model's versions; False (logged, state kept) when it fails."""
         entry = self._models.setdefault(name, _ModelEntry(name))
+        entry.wanted = True
         async with entry.lock:
             previous_state = entry.state
             if not entry.versions:
@@ -345,7 +353,7 @@ class ModelManager:
                     entry.reason = f"reload failed: {reason}"
                 else:
                     entry.state, entry.reason = ModelState.UNAVAILABLE, reason
-                return
+                return False
             old = list(entry.versions.values())
             entry.versions = {v.version: v for v in new}
             entry.latest = new[-1] if new else None
@@ -362,6 +370,7 @@ class ModelManager:
                     "" if len(version.engines) == 1 else "s",
                 )
             await self._retire(old)
+            return True
 
     def _build(self, name: str) -> list[ModelVersion]:
         """Load every version the policy selects (blocking: runs in a thread)."""
@@ -390,6 +399,7 @@ class ModelManager:
         return built
 
     async def _unload(self, entry: _ModelEntry, reason: str) -> None:
+        entry.wanted = False
         async with entry.lock:
             old = list(entry.versions.values())
             entry.state, entry.reason = ModelState.UNLOADING, "unloading"
@@ -426,12 +436,9 @@ class ModelManager:
                 fingerprint = f"error: {exc}"
             if entry is None or entry.fingerprint != fingerprint:
                 log.info("model %s %s", name, "found" if entry is None else "changed: reloading")
-                await self._load(name)
-                if (
-                    self._models[name].state is not ModelState.READY
-                    or not self._models[name].versions
-                ):
-                    # Remember the fingerprint that failed, so it is not retried every poll.
+                if not await self._load(name):
+                    # Remember the fingerprint that failed (a failed reload too, whose old
+                    # versions go on serving): it is retried, and logged, once per change.
                     self._models[name].fingerprint = fingerprint
         for name in list(self._models):
             if name not in names and self._models[name].versions:
