@@ -23,7 +23,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from edgetier.errors import EdgeTierError, InvalidInputError, UnsupportedError
 from edgetier.server import _errors
 from edgetier.server._backend import Backend
-from edgetier.server._codec import from_raw, to_raw
+from edgetier.server._codec import check_carried, from_raw, to_raw
 from edgetier.server._core import InferRequest, OutputTensor, RequestedOutput, int_param, run
 from edgetier.server._manager import ModelVersion
 
@@ -71,7 +71,7 @@ def _shm_ref(params: Any, tensor: str, backend: Backend) -> tuple[str, int, int]
     offset = 0
     if "shared_memory_offset" in params:
         offset = int_param(_param(params["shared_memory_offset"]), "shared_memory_offset")
-    backend.shm.view(region, offset, size, tensor=tensor)
+    backend.shm.check(region, offset, size, tensor=tensor)
     return region, offset, size
 
 
@@ -92,12 +92,14 @@ def decode_request(request: Any, version: ModelVersion, backend: Backend) -> Inf
         params = tensor.parameters
         if params and "shared_memory_region" in params:
             region, offset, size = _shm_ref(params, name, backend)
+            where = f"shared memory region {region!r} (byte_size {size})"
+            check_carried(size, entry.datatype, shape, name=name, where=where)
             inputs[name] = from_raw(
-                backend.shm.view(region, offset, size, tensor=name),
+                backend.shm.read(region, offset, size, tensor=name),
                 entry.datatype,
                 shape,
                 name=name,
-                where=f"shared memory region {region!r} (byte_size {size})",
+                where=where,
             )
         elif raws:
             if raw_index >= len(raws):
@@ -130,6 +132,8 @@ def decode_request(request: Any, version: ModelVersion, backend: Backend) -> Inf
         outputs = []
         for out in request.outputs:
             entry = signature.check_output(out.name)
+            if any(o.name == entry.name for o in outputs):
+                raise InvalidInputError(f"output {entry.name!r} is requested more than once")
             ref = None
             if out.parameters and "shared_memory_region" in out.parameters:
                 ref = _shm_ref(out.parameters, out.name, backend)

@@ -226,12 +226,9 @@ class ModelManager:
             if found is None:
                 raise ModelNotReadyError(f"model {name!r} is {entry.state.value}: {entry.reason}")
             return found
-        try:
-            number = int(version)
-        except ValueError:
-            raise InvalidInputError(
-                f"model version must be a positive integer, got {version!r}"
-            ) from None
+        if not (version.isascii() and version.isdigit()):  # int() would take " 1" and "+1"
+            raise InvalidInputError(f"model version must be a positive integer, got {version!r}")
+        number = int(version)
         found = entry.versions.get(number)
         if found is None:
             if entry.state is ModelState.READY:

@@ -140,7 +140,7 @@ class InferenceServer:
             startup_models=list(s.load_models),
             poll_interval_s=s.repository_poll_secs,
         )
-        shm = SharedMemoryRegistry()
+        shm = SharedMemoryRegistry(max_read_bytes=s.max_request_size_bytes)
         self.backend = backend = Backend(self.manager, shm, strict_readiness=s.strict_readiness)
         self._stopped.clear()
         self._started = True
