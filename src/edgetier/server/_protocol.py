@@ -10,9 +10,9 @@ its connection (and a file descriptor) for ever. This protocol adds:
 - a header size cap (431, then close), since the parser keeps headers in memory;
 - a cap on open connections: one over ``max_connections`` is answered at once with a
   503 and ``Retry-After`` and closed, so the process never runs out of descriptors;
-- idle and closing connections that cannot hang: a connection whose client stops
-  reading its response is aborted after the keep-alive timeout instead of waiting for
-  ever to flush.
+- connections that cannot hang on a client that stops reading: a response that waits
+  ``send_timeout_s`` for the client to make room is dropped (the connection aborted),
+  and so is a closing or idle connection whose last bytes never leave.
 
 The body timeout is the application's (it reads the body): see ``HttpApp``.
 """
@@ -33,9 +33,14 @@ class HttpLimits:
     """The limits every HTTP connection of one listener lives under."""
 
     header_timeout_s: float
+    send_timeout_s: float
     keepalive_timeout_s: float
     max_header_bytes: int
     max_connections: int
+
+
+_LINGER_S = 2.0
+"""How long a refused connection's further data is read and dropped before it closes."""
 
 
 def protocol_class(limits: HttpLimits) -> type[asyncio.Protocol]:
@@ -66,10 +71,11 @@ class _LimitedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._awaiting_headers = True
         self._message_seq = 0
         self._header_bytes = 0
-        self._unsent_bytes = -1
+        self._discarding = False
 
     # -- connection ------------------------------------------------------------------
 
@@ -82,18 +88,36 @@ class _LimitedProtocol(HttpToolsProtocol):
                 f"the server has {limit} HTTP connections open, its limit "
                 f"(--http-max-connections); retry later or use another node",
                 retry_after_s=1.0,
+                linger=False,  # its descriptor is what the cap protects: free it at once
             )
             return
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
-        if self._abort_timer is not None:
-            self._abort_timer.cancel()
-            self._abort_timer = None
+        for timer in (self._abort_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        self._abort_timer = self._send_timer = None
         super().connection_lost(exc)
 
+    def pause_writing(self) -> None:
+        """The client is not reading fast enough: it has ``send_timeout_s`` to catch up."""
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(
+                self.limits.send_timeout_s, self.transport.abort
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
     def data_received(self, data: bytes) -> None:
+        if self._discarding:  # refused: what the client still sends is read and dropped
+            return
         waiting, seq = self._awaiting_headers, self._message_seq
         super().data_received(data)
         if waiting and self._awaiting_headers and seq == self._message_seq:
@@ -156,19 +180,11 @@ class _LimitedProtocol(HttpToolsProtocol):
         )
 
     def timeout_keep_alive_handler(self) -> None:
-        """Idle past the keep-alive timeout: close, or abort a client that stopped reading."""
+        """Idle past the keep-alive timeout: close, or abort if the last answer never left."""
         self.timeout_keep_alive_task = None
         if self.transport.is_closing():
             return
-        unsent = self.transport.get_write_buffer_size()
-        if unsent and (self._unsent_bytes < 0 or unsent < self._unsent_bytes):
-            # the client is still reading a large response: give it another period
-            self._unsent_bytes = unsent
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
-            )
-            return
-        if unsent:
+        if self.transport.get_write_buffer_size():
             self.transport.abort()
         else:
             self.transport.close()
@@ -180,8 +196,28 @@ class _LimitedProtocol(HttpToolsProtocol):
                 self.limits.keepalive_timeout_s, self.transport.abort
             )
 
-    def _refuse(self, status: int, message: str, *, retry_after_s: float | None = None) -> None:
+    def _refuse(
+        self,
+        status: int,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        linger: bool = True,
+    ) -> None:
+        """Answer and close. With ``linger``, a client still sending meanwhile must not get
+        a reset before it reads the answer, so its data is read and dropped a moment
+        before closing."""
         self._cancel_header_timer()
-        self.transport.write(error_response(status, message, retry_after_s=retry_after_s))
-        self.transport.close()
-        self._abort_later()
+        self._unset_keepalive_if_required()
+        transport = self.transport
+        transport.write(error_response(status, message, retry_after_s=retry_after_s))
+        if not linger or not transport.can_write_eof():
+            transport.close()
+            self._abort_later()
+            return
+        transport.write_eof()
+        self._discarding = True
+        if self.flow is not None:
+            self.flow.resume_reading()
+        linger_s = min(_LINGER_S, self.limits.header_timeout_s)
+        self._abort_timer = self.loop.call_later(linger_s, transport.abort)

@@ -189,6 +189,7 @@ class InferenceServer:
         sock = _bind(s.host, port)
         limits = HttpLimits(
             header_timeout_s=s.http_header_timeout_s,
+            send_timeout_s=s.http_body_timeout_s,
             keepalive_timeout_s=s.http_keepalive_timeout_s,
             max_header_bytes=s.http_max_header_bytes,
             max_connections=s.http_max_connections,

@@ -46,7 +46,8 @@ class ServerSettings(BaseModel):
     """A request line and its headers must arrive within this, from the connection's
     opening or the request's first byte; else 408 and close."""
     http_body_timeout_s: float = Field(default=10.0, gt=0)
-    """Longest pause while a request body arrives; else 408 and close."""
+    """Longest pause while a request body arrives (else 408 and close), or while a
+    response waits for the client to read (else the connection is dropped)."""
     http_keepalive_timeout_s: float = Field(default=75.0, gt=0)
     """An idle keep-alive connection is closed after this (longer than the usual 60 s of
     load balancers, so that they close first)."""
