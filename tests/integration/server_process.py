@@ -51,7 +51,8 @@ class ServeProcess:
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=err)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while self.get("/v2/health/live")[0] != 200:
+        # started: it logs "serving <repository>: HTTP ..." once every listener is open
+        while "serving " not in self.err:
             if self.proc.poll() is not None:
                 raise AssertionError(f"edgetier serve exited {self.proc.returncode}: {self.err}")
             if time.monotonic() > deadline:

@@ -16,8 +16,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import grpc
 import numpy as np
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from edgetier.errors import EdgeTierError, InvalidInputError, UnsupportedError
@@ -211,6 +213,56 @@ def encode_response(
 Rpc = Callable[[Any, Any, Any], Awaitable[Any]]
 
 
+class _Undecodable:
+    """A request message that is not valid protobuf: refused by its handler, not by gRPC
+    (which would answer UNKNOWN, a server fault, for what is bad input)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def refuse(self) -> None:
+        raise InvalidInputError(f"the request message cannot be parsed: {self.reason}")
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return _Undecodable(str(exc))
+
+    return deserialize
+
+
+class _Recorder:
+    """Stands in for a server to collect the handlers tritonclient's generated code makes."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def add_to_server(service: GrpcService, server: grpc.aio.Server) -> None:
+    """Register the service as Triton's generated code does, but with request messages
+    that fail to parse reaching the handler (INVALID_ARGUMENT) instead of failing in gRPC."""
+    recorder = _Recorder()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(service, recorder)
+    handlers = {
+        name: handler._replace(request_deserializer=_lenient(handler.request_deserializer))
+        for name, handler in recorder.handlers.items()
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(recorder.service, handlers),)
+    )
+    server.add_registered_method_handlers(recorder.service, handlers)
+
+
 def _rpc(*, work: bool = True) -> Callable[[Rpc], Rpc]:
     """The one error path of the unary handlers: an exception becomes the status it maps
     to (edgetier.server._errors), with ``grpc-retry-pushback-ms`` in the trailing
@@ -223,6 +275,8 @@ def _rpc(*, work: bool = True) -> Callable[[Rpc], Rpc]:
             backend = self.backend
             counted = False
             try:
+                if type(request) is _Undecodable:
+                    request.refuse()
                 if work:
                     backend.refuse_while_draining()
                     backend.active += 1
@@ -279,6 +333,8 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
 
         async def one(request: Any) -> None:
             try:
+                if type(request) is _Undecodable:
+                    request.refuse()
                 backend.refuse_while_draining()
                 backend.active += 1
                 try:
@@ -287,16 +343,12 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
                     backend.active -= 1
                 await results.put(pb.ModelStreamInferResponse(infer_response=response))
             except Exception as exc:
-                await results.put(
-                    pb.ModelStreamInferResponse(
-                        error_message=_errors.message(exc),
-                        infer_response=pb.ModelInferResponse(
-                            model_name=request.model_name,
-                            model_version=request.model_version,
-                            id=request.id,
-                        ),
-                    )
-                )
+                answer = pb.ModelStreamInferResponse(error_message=_errors.message(exc))
+                if type(request) is not _Undecodable:
+                    answer.infer_response.model_name = request.model_name
+                    answer.infer_response.model_version = request.model_version
+                    answer.infer_response.id = request.id
+                await results.put(answer)
 
         async def reader() -> None:
             async for request in request_iterator:

@@ -18,12 +18,11 @@ from typing import Any
 
 import grpc
 import uvicorn
-from tritonclient.grpc import service_pb2_grpc
 
 from edgetier.errors import ConfigError, EdgeTierError
 from edgetier.runtime import ModelRepository
 from edgetier.server._backend import Backend
-from edgetier.server._grpc import GrpcService
+from edgetier.server._grpc import GrpcService, add_to_server
 from edgetier.server._http import HttpApp
 from edgetier.server._manager import ModelManager
 from edgetier.server._metrics import MetricsApp, build_registry
@@ -148,9 +147,7 @@ class InferenceServer:
         try:
             await self.manager.start()
             self._grpc = grpc.aio.server(options=_grpc_options(s))
-            service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-                GrpcService(backend), self._grpc
-            )
+            add_to_server(GrpcService(backend), self._grpc)
             address = f"[{s.host}]:{s.grpc_port}" if ":" in s.host else f"{s.host}:{s.grpc_port}"
             try:
                 self.grpc_port = self._grpc.add_insecure_port(address)
