@@ -245,11 +245,11 @@ class DynamicBatcher:
     def estimated_wait_s(self) -> float:
         """Seconds a request queued now would wait before its batch starts.
 
-        Requests queued ÷ the recent service rate (0 while nothing is queued or before any
-        batch has finished): the estimate admission and ``retry_after_s`` use.
+        Requests queued ÷ the recent service rate, plus one batch's time while every
+        instance is busy (the batches running must end first); 0 while nothing is queued
+        or before any batch has finished. Admission and ``retry_after_s`` use it.
         """
-        rate = self._service_rate()
-        return self._depth / rate if rate > 0 else 0.0
+        return self._wait_s() if self._depth else 0.0
 
     @property
     def running(self) -> bool:
@@ -701,12 +701,19 @@ class DynamicBatcher:
             return 0.0
         return self.options.instance_count * self._ewma_requests / self._ewma_batch_s
 
-    def _retry_after_s(self) -> float:
-        """Seconds the instances need to work through the queue at the recent rate."""
+    def _wait_s(self) -> float:
+        """(See estimated_wait_s) 0 before any batch has finished."""
         rate = self._service_rate()
         if rate <= 0:
+            return 0.0
+        busy_s = self._ewma_batch_s if not self._free else 0.0
+        return self._depth / rate + busy_s
+
+    def _retry_after_s(self) -> float:
+        """Seconds until the queue ahead has been worked through, at the recent rate."""
+        if self._service_rate() <= 0:
             return 1.0
-        return min(60.0, max(0.001, self._depth / rate))
+        return min(60.0, max(0.001, self._wait_s()))
 
     def _admit(self, timeout_us: int) -> QueueFullError | None:
         """(Under the lock) None when a request may queue, else the refusal to raise.
@@ -721,7 +728,7 @@ class DynamicBatcher:
         rate = self._service_rate()
         if rate <= 0:
             return None
-        wait_s = self._depth / rate
+        wait_s = self._wait_s()
         budget_s = budget_us / 1e6
         if wait_s <= budget_s:
             return None

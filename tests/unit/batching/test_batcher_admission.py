@@ -31,16 +31,17 @@ async def test_requests_past_the_budget_are_refused_at_once(clock: FakeClock) ->
         engine, max_batch_size=1, max_queue_wait_us=250_000, clock=clock, name="m"
     ) as b:
         first = await measured(b, engine)
-        admitted = queue(b, range(1, 4))  # waits 0, 0.1 and 0.2 s: within 0.25 s
+        # the batch running ends first (0.1 s), then each queued request takes 0.1 s
+        admitted = queue(b, range(1, 3))  # the first finds the queue empty; then 0.2 s
         await settle()
-        assert b.queue_depth == 3
+        assert b.queue_depth == 2
         assert b.estimated_wait_s == pytest.approx(0.3)
         with pytest.raises(QueueFullError, match="max_queue_wait_us") as refused:
             await b.submit({"x": rows(9, 1)})  # would wait 0.3 s
         message = refused.value.message
-        assert "'m' is overloaded" in message and "3 queued" in message and "250 ms" in message
+        assert "'m' is overloaded" in message and "2 queued" in message and "250 ms" in message
         assert refused.value.retry_after_s == pytest.approx(0.05)  # 0.3 s - 0.25 s
-        assert b.queue_depth == 3  # the refused request never queued
+        assert b.queue_depth == 2  # the refused request never queued
         engine.release()
         await asyncio.gather(first, *admitted)
         assert b.stats.rejected_count == 1 and b.stats.failure_count == 1
@@ -51,14 +52,14 @@ async def test_a_request_s_own_timeout_is_its_budget(clock: FakeClock) -> None:
     engine = GatedEngine(clock=clock, compute_s=0.1)
     async with DynamicBatcher(engine, max_batch_size=1, max_queue_wait_us=50_000, clock=clock) as b:
         first = await measured(b, engine)
-        waiting = queue(b, range(1, 3), timeout_us=10_000_000)  # 0 and 0.1 s: fine for 10 s
+        waiting = queue(b, range(1, 3), timeout_us=10_000_000)  # fine for 10 s
         await settle()
         assert b.queue_depth == 2
-        patient = queue(b, range(3, 4), timeout_us=500_000)  # 0.2 s within its 0.5 s
+        patient = queue(b, range(3, 4), timeout_us=500_000)  # 0.3 s within its 0.5 s
         await settle()
         assert b.queue_depth == 3
         with pytest.raises(QueueFullError, match="the request's timeout"):
-            await b.submit({"x": rows(5, 1)}, timeout_us=200_000)  # 0.3 s over its 0.2 s
+            await b.submit({"x": rows(5, 1)}, timeout_us=200_000)  # 0.4 s over its 0.2 s
         with pytest.raises(QueueFullError, match="max_queue_wait_us"):
             await b.submit({"x": rows(6, 1)})  # no timeout: the model's 50 ms budget
         engine.release()
@@ -78,7 +79,7 @@ async def test_the_default_timeout_is_the_budget_when_tighter(clock: FakeClock) 
         waiting = queue(b, range(1, 3), timeout_us=10_000_000)  # their own, longer timeout
         await settle()
         with pytest.raises(QueueFullError, match="default_timeout_us"):
-            await b.submit({"x": rows(5, 1)})  # 0.2 s: it would time out in the queue
+            await b.submit({"x": rows(5, 1)})  # 0.3 s: it would time out in the queue
         engine.release()
         await asyncio.gather(first, *waiting)
 
@@ -97,7 +98,7 @@ async def test_without_a_measured_rate_or_a_budget_requests_queue(clock: FakeClo
         first = await measured(b, engine)
         tasks = queue(b, range(1, 50))
         await settle()
-        assert b.queue_depth == 49 and b.estimated_wait_s == pytest.approx(4.9)
+        assert b.queue_depth == 49 and b.estimated_wait_s == pytest.approx(5.0)
         engine.release()
         await asyncio.gather(first, *tasks)
         assert b.stats.rejected_count == 0
