@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import uvloop
 from _server_process import ServerProcess
 
@@ -74,6 +75,53 @@ class Round:
     refusal_p99_from_schedule_ms: float
     admitted_p99_ms: float
     late_sends: int
+    server_cpu_capacity_pct: float
+    server_cpu_overload_pct: float
+    client_cpu_overload_pct: float
+    batch_rows_capacity: float
+    batch_rows_overload: float
+    batch_ms_capacity: float
+    batch_ms_overload: float
+
+
+class Phases:
+    """CPU of the server and of this client, and the model's batches, phase by phase."""
+
+    def __init__(self, server: ServerProcess, model: str) -> None:
+        self.server = psutil.Process(server.pid)
+        self.client = psutil.Process()
+        self.stats_url = f"http://127.0.0.1:{server.http_port}/v2/models/{model}/stats"
+        self.marks: list[tuple[float, float, float, float, float, float]] = []
+
+    def mark(self) -> None:
+        with urllib.request.urlopen(self.stats_url, timeout=30) as answer:
+            stats = json.loads(answer.read())["model_stats"][0]["batch_stats"]
+        batches = sum(b["compute_infer"]["count"] for b in stats)
+        rows = sum(b["batch_size"] * b["compute_infer"]["count"] for b in stats)
+        compute_ns = sum(b["compute_infer"]["ns"] for b in stats)
+        server, client = self.server.cpu_times(), self.client.cpu_times()
+        self.marks.append(
+            (
+                time.perf_counter(),
+                server.user + server.system,
+                client.user + client.system,
+                batches,
+                rows,
+                compute_ns,
+            )
+        )
+
+    def figures(self) -> dict[str, float]:
+        (t0, s0, _, b0, r0, n0), (t1, s1, c1, b1, r1, n1), (t2, s2, c2, b2, r2, n2) = self.marks
+        return {
+            "server_cpu_capacity_pct": 100 * (s1 - s0) / (t1 - t0),
+            "server_cpu_overload_pct": 100 * (s2 - s1) / (t2 - t1),
+            "client_cpu_overload_pct": 100 * (c2 - c1) / (t2 - t1),
+            "batch_rows_capacity": (r1 - r0) / max(1, b1 - b0),
+            "batch_rows_overload": (r2 - r1) / max(1, b2 - b1),
+            "batch_ms_capacity": (n1 - n0) / max(1, b1 - b0) / 1e6,
+            "batch_ms_overload": (n2 - n1) / max(1, b2 - b1) / 1e6,
+        }
 
 
 MAX_CONNECTIONS = 256
@@ -269,12 +317,16 @@ async def measure(server: ServerProcess, model: str, args: argparse.Namespace, s
     budget_us, concurrency, _ = MODELS[model]
     client = RawClient(server.http_port, model)
     await client.open()
+    phases = Phases(server, model)
     try:
+        phases.mark()
         capacity = await saturate(client, concurrency, args.duration_s, args.warmup_s)
+        phases.mark()
         rate = capacity * OVERLOAD
         before = server.histogram("edgetier_queue_wait_us", model)
         records, late = await overload(client, rate, args.duration_s, args.warmup_s, seed)
         after = server.histogram("edgetier_queue_wait_us", model)
+        phases.mark()
     finally:
         await client.close()
     start, end = args.warmup_s, args.warmup_s + args.duration_s
@@ -300,6 +352,7 @@ async def measure(server: ServerProcess, model: str, args: argparse.Namespace, s
         refusal_p99_from_schedule_ms=percentile_ms([r[2] - r[0] for r in refused], 99),
         admitted_p99_ms=percentile_ms([r[2] - r[1] for r in served], 99),
         late_sends=late,
+        **phases.figures(),
     )
 
 

@@ -4,12 +4,15 @@ may crash (a signal kills it), that gets SIGTERM, or whose descriptors are count
 from __future__ import annotations
 
 import http.client
+import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from edgetier.testing import free_port
 
@@ -94,3 +97,18 @@ class ServeProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout_s)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
+    """One HTTP response (with Content-Length) from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    while len(body) < int(headers.get("content-length", 0)):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, json.loads(body) if body else None

@@ -7,17 +7,23 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import threading
 from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
+from server_process import read_response
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from edgetier.runtime import DATATYPES, to_numpy_dtype
 from edgetier.testing import RunningServer, demo_repository, edit_config, running_server
 
 pytestmark = pytest.mark.integration
+
+DTYPES = {t: to_numpy_dtype(t) for t in DATATYPES}  # the demo identity's inputs
 
 
 def infer_http(server: RunningServer, **parameters: int) -> tuple[int, dict[str, str], Any]:
@@ -54,12 +60,8 @@ def in_background(server: RunningServer) -> tuple[threading.Thread, list[Any]]:
     return thread, results
 
 
-def queued(server: RunningServer) -> int:
-    return int(server.server.manager.get("small").batcher.queue_depth)
-
-
-def wait_until_queued(server: RunningServer, depth: int) -> None:
-    while queued(server) < depth:
+def wait_until_queued(server: RunningServer, depth: int, model: str = "small") -> None:
+    while server.server.manager.get(model).batcher.queue_depth < depth:
         server.call(asyncio.sleep(0.01))
 
 
@@ -101,3 +103,47 @@ def test_requests_over_the_budget_are_refused_with_a_retry_hint(
         assert infer_http(server)[0] == 200
         first.join(30)
         assert results[0][0] == 200
+
+
+def test_a_large_request_is_refused_before_its_body_is_read(tmp_path: Path) -> None:
+    repo = demo_repository(tmp_path / "repo", ("identity",))
+    edit_config(
+        repo,
+        "identity",
+        dynamic_batching={
+            "max_queue_delay_microseconds": 500_000,
+            "max_queue_wait_microseconds": 1,
+        },
+    )
+    data = bytes(256 * 1024)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "IN_UINT8",
+                    "datatype": "UINT8",
+                    "shape": [1, len(data)],
+                    "parameters": {"binary_data_size": len(data)},
+                }
+            ]
+        }
+    ).encode()
+    head = (
+        f"POST /v2/models/identity/infer HTTP/1.1\r\nHost: x\r\n"
+        f"Inference-Header-Content-Length: {len(header)}\r\n"
+        f"Content-Length: {len(header) + len(data)}\r\n\r\n"
+    ).encode()
+    with running_server(repo) as server:
+        version = server.server.manager.get("identity")
+        tensors = {f"IN_{t}": np.zeros((1, 1), dtype) for t, dtype in DTYPES.items()}
+        tensors["IN_BYTES"] = np.array([[b"x"]], dtype=object)
+        server.call(version.batcher.submit(tensors))  # one batch: the rate is measured
+        first = asyncio.run_coroutine_threadsafe(version.batcher.submit(tensors), server.loop)
+        wait_until_queued(server, 1, model="identity")
+        with socket.create_connection(("127.0.0.1", server.server.http_port), timeout=30) as sock:
+            sock.sendall(head + header + data[:1024])  # the rest of the body never comes
+            status, headers, answer = read_response(sock)
+        assert status == 503 and int(headers["retry-after"]) >= 1
+        assert "overloaded" in answer["error"]
+        first.result(30)
+        assert version.batcher.stats.rejected_count == 1

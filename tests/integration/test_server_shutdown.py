@@ -15,27 +15,12 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from server_process import ServeProcess
+from server_process import ServeProcess, read_response
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from edgetier.testing import demo_repository, edit_config
 
 pytestmark = pytest.mark.integration
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
-    """One HTTP response (with Content-Length) from a raw socket."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed after {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    while len(body) < int(headers.get("content-length", 0)):
-        body += sock.recv(65536)
-    return int(lines[0].split()[1]), headers, json.loads(body) if body else None
 
 
 def test_sigterm_refuses_new_work_finishes_old_and_ends_stalled_uploads(tmp_path: Path) -> None:

@@ -39,7 +39,13 @@ from edgetier.errors import (
 _NEW, _RUNNING, _DRAINING, _STOPPED = "new", "running", "draining", "stopped"
 _INF = float("inf")
 _EWMA_ALPHA = 0.2
-"""Weight of the newest batch in the service-rate estimate behind retry_after_s."""
+"""Weight of the newest batch in the service-rate estimate behind admission and
+retry_after_s."""
+_DEVIATIONS = 2.0
+"""Batch times count at their moving average plus this many moving deviations (at most
+half the average), so that the wait estimate errs long when the machine's speed varies,
+as TCP's retransmit timeout does, without a few slow batches of a fast model (a worker
+waiting for the GIL) inflating it many times over."""
 _INLINE_AFTER = 8
 """Batches run on the worker before inline_execute_us trusts the time estimate."""
 
@@ -149,7 +155,11 @@ class DynamicBatcher:
         self._stats = BatcherStats()
         self._lock = threading.Lock()
         self._ewma_batch_s = 0.0
+        self._ewma_dev_s = 0.0
         self._ewma_requests = 0.0
+        # the same for batches taken while more requests waited: how a queue drains
+        self._full_batch_s = 0.0
+        self._full_requests = 0.0
         self._batches_seen = 0
 
     def __repr__(self) -> str:
@@ -247,9 +257,25 @@ class DynamicBatcher:
 
         Requests queued ÷ the recent service rate, plus one batch's time while every
         instance is busy (the batches running must end first); 0 while nothing is queued
-        or before any batch has finished. Admission and ``retry_after_s`` use it.
+        or before any batch has finished. The rate comes from batches taken while more
+        requests waited, as a queue drains, and batch times count at their moving average
+        plus two moving deviations, so the estimate errs long. Admission and
+        ``retry_after_s`` use it.
         """
         return self._wait_s() if self._depth else 0.0
+
+    def check_admission(self, timeout_us: int = 0) -> None:
+        """Raise the QueueFullError a request with this timeout would get if submitted now
+        (counted as a refused request); return when it would be admitted.
+
+        For a caller that can refuse before it has read a large request at all.
+        """
+        with self._lock:
+            refusal = self._admit(timeout_us) if self._state == _RUNNING else None
+        if refusal is not None:
+            self._stats.failure_count += 1
+            self._stats.rejected_count += 1
+            raise refusal
 
     @property
     def running(self) -> bool:
@@ -460,7 +486,9 @@ class DynamicBatcher:
             self._free -= 1
             self._in_flight += 1
             self._undelivered += 1
-            jobs.append(Job(*taken))
+            job = Job(*taken)
+            job.full = self._depth > 0
+            jobs.append(job)
         return jobs
 
     def _wake_time(self) -> float:
@@ -689,25 +717,43 @@ class DynamicBatcher:
             self._fail_expired(expired, now)
         # service rate for retry_after_s: seconds per batch and requests per batch
         self._batches_seen += 1
+        took = job.end - job.start
         a = _EWMA_ALPHA if self._ewma_batch_s else 1.0
-        self._ewma_batch_s += a * (job.end - job.start - self._ewma_batch_s)
+        if self._ewma_batch_s:
+            self._ewma_dev_s += a * (abs(took - self._ewma_batch_s) - self._ewma_dev_s)
+        self._ewma_batch_s += a * (took - self._ewma_batch_s)
         self._ewma_requests += a * (len(requests) - self._ewma_requests)
+        if job.full:
+            a = _EWMA_ALPHA if self._full_batch_s else 1.0
+            self._full_batch_s += a * (took - self._full_batch_s)
+            self._full_requests += a * (len(requests) - self._full_requests)
         if rearm or self._state == _DRAINING:  # a timer may be needed, or stop() waits
             self._schedule()
 
     def _service_rate(self) -> float:
-        """Requests per second the instances got through recently; 0 before any batch."""
-        if self._ewma_batch_s <= 0 or self._ewma_requests <= 0:
+        """Requests per second the instances get through a queue; 0 before any batch.
+
+        From the batches taken while more requests waited when there have been some (a
+        queue drains in batches as large as it allows), else from all batches; batch
+        times count long (see _DEVIATIONS).
+        """
+        batch_s, requests = self._full_batch_s, self._full_requests
+        if batch_s <= 0:
+            batch_s, requests = self._ewma_batch_s, self._ewma_requests
+        if batch_s <= 0 or requests <= 0:
             return 0.0
-        return self.options.instance_count * self._ewma_requests / self._ewma_batch_s
+        return self.options.instance_count * requests / (batch_s + self._margin_s())
 
     def _wait_s(self) -> float:
         """(See estimated_wait_s) 0 before any batch has finished."""
         rate = self._service_rate()
         if rate <= 0:
             return 0.0
-        busy_s = self._ewma_batch_s if not self._free else 0.0
+        busy_s = self._ewma_batch_s + self._margin_s() if not self._free else 0.0
         return self._depth / rate + busy_s
+
+    def _margin_s(self) -> float:
+        return min(_DEVIATIONS * self._ewma_dev_s, self._ewma_batch_s / 2)
 
     def _retry_after_s(self) -> float:
         """Seconds until the queue ahead has been worked through, at the recent rate."""

@@ -32,7 +32,7 @@ from edgetier.errors import (
 )
 from edgetier.server import _errors
 from edgetier.server._backend import Backend
-from edgetier.server._core import run
+from edgetier.server._core import int_param, run
 from edgetier.server._http_codec import decode_request, encode_response, loads, parse_header_length
 
 Scope = dict[str, Any]
@@ -136,7 +136,10 @@ class HttpApp:
 
     # -- request bodies ----------------------------------------------------------------
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(
+        self, scope: Scope, receive: Receive, on_first: Callable[[bytes], None] | None = None
+    ) -> bytes:
+        """The request body; ``on_first`` sees its first part when more is to come."""
         limit = self.max_request_size_bytes
         encoding = b""
         for key, value in scope["headers"]:
@@ -161,6 +164,8 @@ class HttpApp:
                     raise _Disconnected
                 body: bytes = message.get("body", b"")
                 if message.get("more_body", False):
+                    if on_first is not None:
+                        on_first(body)
                     chunks = [body]
                     size = len(body)
                     while True:
@@ -205,12 +210,26 @@ class HttpApp:
         start = time.perf_counter_ns()
         backend = self.backend
         found = backend.manager.get(name, version)
-        body = await self._read_body(scope, receive)
-        header_length = None
-        for key, value in scope["headers"]:
-            if key == _HEADER_LENGTH:
-                header_length = parse_header_length(value, len(body))
-                break
+        declared = next((v for k, v in scope["headers"] if k == _HEADER_LENGTH), None)
+
+        def admit_early(first: bytes) -> None:
+            """Refuse an overloaded model's request before reading the rest of its body."""
+            try:
+                length = int(declared) if declared is not None else -1
+                if not 0 < length <= len(first):
+                    return
+                params = loads(first[:length]).get("parameters") or {}
+                timeout_us = int_param(params.get("timeout", 0), "timeout")
+            except (EdgeTierError, ValueError, AttributeError):
+                return  # a malformed request: the full decode says what is wrong
+            try:
+                found.batcher.check_admission(timeout_us)
+            except EdgeTierError:
+                found.stats.record_failure(time.perf_counter_ns() - start)
+                raise
+
+        body = await self._read_body(scope, receive, admit_early)
+        header_length = parse_header_length(declared, len(body))
         found = backend.manager.get(name, version)  # may have been reloaded meanwhile
         try:
             request = decode_request(body, header_length, found, backend.shm)

@@ -12,13 +12,18 @@ from edgetier.batching import BatcherStats, DynamicBatcher
 from edgetier.errors import ConfigError, QueueFullError
 
 
-async def measured(batcher: DynamicBatcher, engine: GatedEngine) -> asyncio.Task:
-    """Run one batch (the rate becomes known), then hold the instance busy."""
-    await batcher.submit({"x": rows(0, 1)})  # 1 request in 0.1 s of the fake clock: 10/s
+async def occupied(batcher: DynamicBatcher, engine: GatedEngine) -> asyncio.Task:
+    """Hold the instance busy with one request."""
     engine.hold()
     task = asyncio.create_task(batcher.submit({"x": rows(-100, 1)}))
     await eventually(lambda: engine.running == 1)
     return task
+
+
+async def measured(batcher: DynamicBatcher, engine: GatedEngine) -> asyncio.Task:
+    """Run one batch (the rate becomes known), then hold the instance busy."""
+    await batcher.submit({"x": rows(0, 1)})  # 1 request in 0.1 s of the fake clock: 10/s
+    return await occupied(batcher, engine)
 
 
 def queue(batcher: DynamicBatcher, ids: range, **options: int) -> list[asyncio.Task]:
@@ -102,6 +107,55 @@ async def test_without_a_measured_rate_or_a_budget_requests_queue(clock: FakeClo
         engine.release()
         await asyncio.gather(first, *tasks)
         assert b.stats.rejected_count == 0
+
+
+async def test_the_rate_comes_from_batches_as_large_as_the_queue_allowed(
+    clock: FakeClock,
+) -> None:
+    engine = GatedEngine(clock=clock, compute_s=0.1)
+    async with DynamicBatcher(engine, max_batch_size=4, clock=clock) as b:
+        await b.submit({"x": rows(0, 1)})  # a batch of 1 in 0.1 s: 10/s if it were all
+        first = await occupied(b, engine)
+        queued = queue(b, range(1, 9))  # 8 wait: a batch of 4 with 4 more behind it
+        await settle()
+        engine.release()
+        await asyncio.gather(first, *queued)
+        assert engine.sizes[-2:] == [4, 4]
+        held = await occupied(b, engine)
+        more = queue(b, range(10, 18))
+        await settle()
+        # the queue drains 4 requests per 0.1 s (not 1): 8 queued wait 0.2 s, after the
+        # batch running (0.1 s)
+        assert b.estimated_wait_s == pytest.approx(0.3)
+        engine.release()
+        await asyncio.gather(held, *more)
+
+
+async def test_batch_times_that_vary_make_the_estimate_longer(clock: FakeClock) -> None:
+    engine = GatedEngine(clock=clock, compute_s=0.1)
+    async with DynamicBatcher(engine, max_batch_size=1, clock=clock) as b:
+        await b.submit({"x": rows(0, 1)})  # 0.1 s
+        engine.compute_s = 0.2
+        await b.submit({"x": rows(1, 1)})  # 0.2 s: average 0.12 s, deviation 0.02 s
+        first = await occupied(b, engine)
+        queued = queue(b, range(2, 4))
+        await settle()
+        # each batch counts 0.12 + 2 * 0.02 = 0.16 s: the one running and the two queued
+        assert b.estimated_wait_s == pytest.approx(3 * 0.16)
+        engine.release()
+        await asyncio.gather(first, *queued)
+    engine.compute_s = 0.1
+    async with DynamicBatcher(engine, max_batch_size=1, clock=clock) as b:
+        await b.submit({"x": rows(0, 1)})  # 0.1 s
+        engine.compute_s = 2.0
+        await b.submit({"x": rows(1, 1)})  # 2 s: average 0.48 s, deviation 0.38 s
+        first = await occupied(b, engine)
+        queued = queue(b, range(2, 4))
+        await settle()
+        # the margin is at most half the average: 0.48 + 0.24 s per batch, not 0.48 + 0.76
+        assert b.estimated_wait_s == pytest.approx(3 * 0.72)
+        engine.release()
+        await asyncio.gather(first, *queued)
 
 
 async def test_queue_waits_are_counted_in_buckets(clock: FakeClock) -> None:
