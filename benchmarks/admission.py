@@ -368,9 +368,9 @@ def prepare(repo: Path) -> None:
 
 async def run(args: argparse.Namespace) -> list[Round]:
     rounds: list[Round] = []
-    with ServerProcess(args.repo, args.out_dir / "admission-server.log") as server:
+    with ServerProcess(args.repo, Path("var/bench/admission-server.log")) as server:
         for index in range(args.rounds):
-            order = list(MODELS) if index % 2 == 0 else list(reversed(MODELS))
+            order = args.models if index % 2 == 0 else list(reversed(args.models))
             for model in order:
                 row = await measure(server, model, args, seed=index)
                 rounds.append(row)
@@ -380,7 +380,7 @@ async def run(args: argparse.Namespace) -> list[Round]:
 
 def summary(rounds: list[Round]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    for model in MODELS:
+    for model in dict.fromkeys(r.model for r in rounds):
         rows = [asdict(r) for r in rounds if r.model == model]
         out[model] = {
             key: statistics.median(row[key] for row in rows)
@@ -395,6 +395,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--duration-s", type=float, default=10.0)
     parser.add_argument("--warmup-s", type=float, default=2.0)
     parser.add_argument("--repo", type=Path, default=Path("var/bench/admission-models"))

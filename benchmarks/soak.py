@@ -258,7 +258,7 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command = shlex.join(["python", "benchmarks/soak.py", *sys.argv[1:]])
     load_before = os.getloadavg()
-    with ServerProcess(args.repo, args.out_dir / "soak-server.log", *SERVER_OPTIONS) as server:
+    with ServerProcess(args.repo, Path("var/bench/soak-server.log"), *SERVER_OPTIONS) as server:
         soak = Soak(server, args)
         asyncio.run(soak.run())
     samples = soak.samples

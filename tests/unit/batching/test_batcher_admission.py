@@ -131,29 +131,26 @@ async def test_the_rate_comes_from_batches_as_large_as_the_queue_allowed(
         await asyncio.gather(held, *more)
 
 
-async def test_batch_times_that_vary_make_the_estimate_longer(clock: FakeClock) -> None:
+@pytest.mark.parametrize(
+    ("second_s", "counted_s"),
+    [
+        (0.2, 0.12 + 2 * 0.02),  # average 0.12 s plus two deviations of 0.02 s
+        (2.0, 0.48 + 0.24),  # deviation 0.38 s: the margin stops at half the average
+    ],
+)
+async def test_batch_times_that_vary_make_the_estimate_longer(
+    clock: FakeClock, second_s: float, counted_s: float
+) -> None:
     engine = GatedEngine(clock=clock, compute_s=0.1)
     async with DynamicBatcher(engine, max_batch_size=1, clock=clock) as b:
         await b.submit({"x": rows(0, 1)})  # 0.1 s
-        engine.compute_s = 0.2
-        await b.submit({"x": rows(1, 1)})  # 0.2 s: average 0.12 s, deviation 0.02 s
+        engine.compute_s = second_s
+        await b.submit({"x": rows(1, 1)})
         first = await occupied(b, engine)
         queued = queue(b, range(2, 4))
         await settle()
-        # each batch counts 0.12 + 2 * 0.02 = 0.16 s: the one running and the two queued
-        assert b.estimated_wait_s == pytest.approx(3 * 0.16)
-        engine.release()
-        await asyncio.gather(first, *queued)
-    engine.compute_s = 0.1
-    async with DynamicBatcher(engine, max_batch_size=1, clock=clock) as b:
-        await b.submit({"x": rows(0, 1)})  # 0.1 s
-        engine.compute_s = 2.0
-        await b.submit({"x": rows(1, 1)})  # 2 s: average 0.48 s, deviation 0.38 s
-        first = await occupied(b, engine)
-        queued = queue(b, range(2, 4))
-        await settle()
-        # the margin is at most half the average: 0.48 + 0.24 s per batch, not 0.48 + 0.76
-        assert b.estimated_wait_s == pytest.approx(3 * 0.72)
+        # the batch running and the two queued each count counted_s
+        assert b.estimated_wait_s == pytest.approx(3 * counted_s)
         engine.release()
         await asyncio.gather(first, *queued)
 
