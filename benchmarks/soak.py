@@ -214,6 +214,13 @@ def slope_per_min(samples: list[dict[str, float]], key: str) -> float:
     return float(np.polyfit(t, y, 1)[0] * 60)
 
 
+def to_json(report: dict[str, Any]) -> str:
+    """The report as JSON, one line per sample."""
+    head = json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1)
+    rows = ",\n  ".join(json.dumps(sample) for sample in report["samples"])
+    return head[:-2] + ',\n "samples": [\n  ' + rows + "\n ]\n}\n"
+
+
 def plot(samples: list[dict[str, float]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -290,7 +297,7 @@ def main() -> None:
         "samples": samples,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "soak.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out_dir / "soak.json").write_text(to_json(report))
     plot(samples, args.plot, f"{command}  ({started}, {os.cpu_count()} shared vCPUs)")
     print(json.dumps(summary, indent=1))
     print(f"wrote {args.out_dir / 'soak.json'} and {args.plot}")
