@@ -177,8 +177,13 @@ def test_statistics_and_metrics(server: RunningServer) -> None:
         "nv_inference_compute_infer_duration_us",
         "nv_inference_pending_request_count",
         "edgetier_batch_size_bucket",
+        "edgetier_queue_wait_us_bucket",
     ):
         assert f"\n{name}{{" in text, name
+    waited = next(
+        x for x in text.splitlines() if x.startswith('edgetier_queue_wait_us_count{model="small"')
+    )
+    assert float(waited.split()[-1]) == after["inference_stats"]["success"]["count"]
     assert "# TYPE nv_inference_request_success counter" in text
     line = next(x for x in text.splitlines() if x.startswith('nv_inference_count{model="small"'))
     assert float(line.split()[-1]) == after["inference_count"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -14,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from server_process import ServeProcess
 
-from edgetier.testing import demo_repository, edit_config, free_port
+from edgetier.testing import demo_repository, edit_config
 
 pytestmark = pytest.mark.integration
 
@@ -24,40 +24,10 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path) -> None:
     repo = demo_repository(tmp_path / "repo", ("small", "simple"))
     # requests wait 1.5 s in the queue, so they are in flight when SIGTERM comes
     edit_config(repo, "small", dynamic_batching={"max_queue_delay_microseconds": 1_500_000})
-    http_port, grpc_port = free_port(), free_port()
-    exe = Path(sys.executable).with_name("edgetier")
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "serve",
-            "--model-repository",
-            str(repo),
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-            "--metrics-port",
-            "-1",
-            "--log-format",
-            "json",
-            "--print-examples",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.1)
+    options = ["--log-format", "json", "--print-examples"]
+    with ServeProcess(repo, tmp_path / "logs", *options) as served:
+        client = grpcclient.InferenceServerClient(served.grpc_url)
+        assert client.is_server_ready()
         tensor = grpcclient.InferInput("input", [1, 16], "FP32")
         tensor.set_data_from_numpy(np.ones((1, 16), np.float32))
         results: list[object] = []
@@ -72,19 +42,15 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path) -> None:
         for thread in threads:
             thread.start()
         time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
+        returncode = served.terminate()
         for thread in threads:
             thread.join(30)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    out, err = served.out_path.read_text(), served.err
+    assert returncode == 0, err
     assert len(results) == 3
     assert all(isinstance(r, np.ndarray) and r.shape == (1, 4) for r in results), results
     assert "curl -s -X POST" in out and "tritonclient.grpc" in out
-    assert f"edgetier bench server grpc://127.0.0.1:{grpc_port} --model resnet50" in out
+    assert f"edgetier bench server grpc://127.0.0.1:{served.grpc_port} --model resnet50" in out
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert records, err
     assert {"ts", "level", "logger", "message"} <= set(records[0])

@@ -12,6 +12,7 @@ loop thread instead, skipping both hand-offs.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 import queue
@@ -26,7 +27,7 @@ import numpy as np
 
 from edgetier.batching._jobs import DONE, QUEUED, TAKEN, Job, Request, ShapeKey
 from edgetier.batching._options import BatcherOptions, check_execute, make_options
-from edgetier.batching._results import BatcherStats, BatchResult, Tensors
+from edgetier.batching._results import QUEUE_WAIT_BUCKETS_US, BatcherStats, BatchResult, Tensors
 from edgetier.errors import (
     ConfigError,
     InvalidInputError,
@@ -38,7 +39,13 @@ from edgetier.errors import (
 _NEW, _RUNNING, _DRAINING, _STOPPED = "new", "running", "draining", "stopped"
 _INF = float("inf")
 _EWMA_ALPHA = 0.2
-"""Weight of the newest batch in the service-rate estimate behind retry_after_s."""
+"""Weight of the newest batch in the service-rate estimate behind admission and
+retry_after_s."""
+_DEVIATIONS = 2.0
+"""Batch times count at their moving average plus this many moving deviations (at most
+half the average), so that the wait estimate errs long when the machine's speed varies,
+as TCP's retransmit timeout does, without a few slow batches of a fast model (a worker
+waiting for the GIL) inflating it many times over."""
 _INLINE_AFTER = 8
 """Batches run on the worker before inline_execute_us trusts the time estimate."""
 
@@ -58,6 +65,12 @@ class DynamicBatcher:
     the same names, dtypes and non-batch shapes; a request is never split. ``dynamic=False``
     runs requests one by one as sent (Triton's default scheduler), and so does a model
     without a batch dimension (``max_batch_size=0``).
+
+    ``max_queue_wait_us`` > 0 admits a request only while its estimated wait in the queue
+    (requests queued ÷ the measured service rate) fits that budget, or the request's own
+    timeout when it gives one; the rest are refused at once with QueueFullError and a
+    ``retry_after_s``, so that an overloaded model answers late requests with a fast
+    refusal instead of a growing queue.
 
     ``inline_execute_us`` > 0 lets a single-instance batcher run a batch that is ready
     while its instance is idle on the event loop thread itself, once the batches' recent
@@ -83,6 +96,7 @@ class DynamicBatcher:
         default_priority_level: int = 0,
         default_timeout_us: int = 0,
         instance_count: int = 1,
+        max_queue_wait_us: int = 0,
         inline_execute_us: int = 0,
         name: str = "",
         clock: Callable[[], float] = time.monotonic,
@@ -97,6 +111,7 @@ class DynamicBatcher:
             default_priority_level=default_priority_level,
             default_timeout_us=default_timeout_us,
             instance_count=instance_count,
+            max_queue_wait_us=max_queue_wait_us,
         )
         self.name = name
         if inline_execute_us < 0:
@@ -110,6 +125,14 @@ class DynamicBatcher:
         self._merges = opts.merges
         self._delay_s = opts.max_queue_delay_us / 1e6 if opts.merges else 0.0
         self._preferred = frozenset(opts.preferred_batch_sizes)
+        # the wait budget of a request without its own timeout: the tighter of the two
+        budgets = [b for b in (opts.max_queue_wait_us, opts.default_timeout_us) if b > 0]
+        self._budget_us = min(budgets) if budgets else 0
+        self._budget_name = (
+            "max_queue_wait_us"
+            if self._budget_us and self._budget_us == opts.max_queue_wait_us
+            else "default_timeout_us"
+        )
         # level index 0 is priority 1 (the highest); priority 0 means the default level,
         # and a default of 0 with levels configured means the lowest level
         self._levels: list[deque[Request]] = [deque() for _ in range(max(1, priority_levels))]
@@ -132,7 +155,11 @@ class DynamicBatcher:
         self._stats = BatcherStats()
         self._lock = threading.Lock()
         self._ewma_batch_s = 0.0
+        self._ewma_dev_s = 0.0
         self._ewma_requests = 0.0
+        # the same for batches taken while more requests waited: how a queue drains
+        self._full_batch_s = 0.0
+        self._full_requests = 0.0
         self._batches_seen = 0
 
     def __repr__(self) -> str:
@@ -225,6 +252,32 @@ class DynamicBatcher:
         return snapshot
 
     @property
+    def estimated_wait_s(self) -> float:
+        """Seconds a request queued now would wait before its batch starts.
+
+        Requests queued ÷ the recent service rate, plus one batch's time while every
+        instance is busy (the batches running must end first); 0 while nothing is queued
+        or before any batch has finished. The rate comes from batches taken while more
+        requests waited, as a queue drains, and batch times count at their moving average
+        plus two moving deviations, so the estimate errs long. Admission and
+        ``retry_after_s`` use it.
+        """
+        return self._wait_s() if self._depth else 0.0
+
+    def check_admission(self, timeout_us: int = 0) -> None:
+        """Raise the QueueFullError a request with this timeout would get if submitted now
+        (counted as a refused request); return when it would be admitted.
+
+        For a caller that can refuse before it has read a large request at all.
+        """
+        with self._lock:
+            refusal = self._admit(timeout_us) if self._state == _RUNNING else None
+        if refusal is not None:
+            self._stats.failure_count += 1
+            self._stats.rejected_count += 1
+            raise refusal
+
+    @property
     def running(self) -> bool:
         """Whether submit() accepts requests."""
         return self._state == _RUNNING
@@ -251,8 +304,9 @@ class DynamicBatcher:
         """Queue one request and wait for its own rows of its batch's outputs.
 
         Raises InvalidInputError for a malformed request, QueueFullError at once when the
-        queue is full, RequestTimeoutError when it waited past its timeout, ShutdownError
-        when the batcher is stopping, and whatever execute() raised for its batch.
+        queue is full or its estimated wait is over the budget, RequestTimeoutError when it
+        waited past its timeout, ShutdownError when the batcher is stopping, and whatever
+        execute() raised for its batch.
         """
         if self._state != _RUNNING:
             self._stats.failure_count += 1
@@ -287,6 +341,11 @@ class DynamicBatcher:
                         f"max_queue_size {max_queue_size}",
                         retry_after_s=self._retry_after_s(),
                     )
+                refusal = self._admit(timeout_us)
+                if refusal is not None:
+                    self._stats.failure_count += 1
+                    self._stats.rejected_count += 1
+                    raise refusal
                 self._enqueue(request)
                 job = None
         if job is None:
@@ -427,7 +486,9 @@ class DynamicBatcher:
             self._free -= 1
             self._in_flight += 1
             self._undelivered += 1
-            jobs.append(Job(*taken))
+            job = Job(*taken)
+            job.full = self._depth > 0
+            jobs.append(job)
         return jobs
 
     def _wake_time(self) -> float:
@@ -633,6 +694,7 @@ class DynamicBatcher:
             stats.batch_histogram[rows] = stats.batch_histogram.get(rows, 0) + 1
             stats.batch_compute_ns[rows] = stats.batch_compute_ns.get(rows, 0) + compute_ns
             start = job.start
+            waits = stats.queue_wait_histogram
             for request, outputs in zip(requests, job.results, strict=True):
                 request.state = DONE
                 future = request.future
@@ -643,6 +705,7 @@ class DynamicBatcher:
                 queue_ns = int((start - request.enqueued) * 1e9)
                 stats.success_count += 1
                 stats.queue_ns += queue_ns
+                waits[bisect.bisect_left(QUEUE_WAIT_BUCKETS_US, queue_ns // 1000)] += 1
                 future.set_result(BatchResult(outputs, queue_ns, compute_ns, rows))
         else:
             for request in requests:
@@ -654,18 +717,74 @@ class DynamicBatcher:
             self._fail_expired(expired, now)
         # service rate for retry_after_s: seconds per batch and requests per batch
         self._batches_seen += 1
+        took = job.end - job.start
         a = _EWMA_ALPHA if self._ewma_batch_s else 1.0
-        self._ewma_batch_s += a * (job.end - job.start - self._ewma_batch_s)
+        if self._ewma_batch_s:
+            self._ewma_dev_s += a * (abs(took - self._ewma_batch_s) - self._ewma_dev_s)
+        self._ewma_batch_s += a * (took - self._ewma_batch_s)
         self._ewma_requests += a * (len(requests) - self._ewma_requests)
+        if job.full:
+            a = _EWMA_ALPHA if self._full_batch_s else 1.0
+            self._full_batch_s += a * (took - self._full_batch_s)
+            self._full_requests += a * (len(requests) - self._full_requests)
         if rearm or self._state == _DRAINING:  # a timer may be needed, or stop() waits
             self._schedule()
 
+    def _service_rate(self) -> float:
+        """Requests per second the instances get through a queue; 0 before any batch.
+
+        From the batches taken while more requests waited when there have been some (a
+        queue drains in batches as large as it allows), else from all batches; batch
+        times count long (see _DEVIATIONS).
+        """
+        batch_s, requests = self._full_batch_s, self._full_requests
+        if batch_s <= 0:
+            batch_s, requests = self._ewma_batch_s, self._ewma_requests
+        if batch_s <= 0 or requests <= 0:
+            return 0.0
+        return self.options.instance_count * requests / (batch_s + self._margin_s())
+
+    def _wait_s(self) -> float:
+        """(See estimated_wait_s) 0 before any batch has finished."""
+        rate = self._service_rate()
+        if rate <= 0:
+            return 0.0
+        busy_s = self._ewma_batch_s + self._margin_s() if not self._free else 0.0
+        return self._depth / rate + busy_s
+
+    def _margin_s(self) -> float:
+        return min(_DEVIATIONS * self._ewma_dev_s, self._ewma_batch_s / 2)
+
     def _retry_after_s(self) -> float:
-        """Seconds the instances need to work through the queue at the recent rate."""
-        if self._ewma_batch_s <= 0 or self._ewma_requests <= 0:
+        """Seconds until the queue ahead has been worked through, at the recent rate."""
+        if self._service_rate() <= 0:
             return 1.0
-        rate = self.options.instance_count * self._ewma_requests / self._ewma_batch_s
-        return min(60.0, max(0.001, self._depth / rate))
+        return min(60.0, max(0.001, self._wait_s()))
+
+    def _admit(self, timeout_us: int) -> QueueFullError | None:
+        """(Under the lock) None when a request may queue, else the refusal to raise.
+
+        The budget is the request's own timeout when it gives one, else the tighter of
+        max_queue_wait_us and default_timeout_us; no budget, or no measured rate yet,
+        admits.
+        """
+        budget_us = timeout_us or self._budget_us
+        if not budget_us or not self._depth:
+            return None
+        rate = self._service_rate()
+        if rate <= 0:
+            return None
+        wait_s = self._wait_s()
+        budget_s = budget_us / 1e6
+        if wait_s <= budget_s:
+            return None
+        source = "the request's timeout" if timeout_us else self._budget_name
+        return QueueFullError(
+            f"model {self.name!r} is overloaded: a request queued now would wait about "
+            f"{wait_s * 1e3:.1f} ms ({self._depth} queued, served at {rate:.1f}/s), over "
+            f"the budget of {budget_s * 1e3:g} ms ({source})",
+            retry_after_s=min(60.0, max(0.001, wait_s - budget_s)),
+        )
 
 
 def _first(part: tuple[str, Any, Any]) -> str:

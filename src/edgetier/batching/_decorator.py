@@ -100,6 +100,7 @@ def batch(
     default_priority_level: int = 0,
     default_timeout_us: int = 0,
     instance_count: int = 1,
+    max_queue_wait_us: int = 0,
     clock: Callable[[], float] = time.monotonic,
 ) -> Callable[[BatchFunction], BatchedFunction]: ...
 def batch(
@@ -115,6 +116,7 @@ def batch(
     default_priority_level: int = 0,
     default_timeout_us: int = 0,
     instance_count: int = 1,
+    max_queue_wait_us: int = 0,
     clock: Callable[[], float] = time.monotonic,
 ) -> BatchedFunction | Callable[[BatchFunction], BatchedFunction]:
     """Batch calls to a blocking function of a batch, bare (``@batch``) or with options.
@@ -142,6 +144,7 @@ def batch(
         "default_priority_level": default_priority_level,
         "default_timeout_us": default_timeout_us,
         "instance_count": instance_count,
+        "max_queue_wait_us": max_queue_wait_us,
         "clock": clock,
     }
     # Check now, when the decorator is applied, not on the first request.

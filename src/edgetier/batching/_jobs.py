@@ -68,6 +68,7 @@ class Job:
         "error",
         "exec_end",
         "exec_start",
+        "full",
         "requests",
         "results",
         "rows",
@@ -80,6 +81,7 @@ class Job:
         self.results: list[Tensors] = []
         self.error: BaseException | None = None
         self.start = self.exec_start = self.exec_end = self.end = 0.0
+        self.full = False  # taken while more requests waited: as large as the queue allowed
 
     def run(
         self,

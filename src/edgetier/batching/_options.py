@@ -27,6 +27,7 @@ class BatcherOptions:
     default_priority_level: int = 0
     default_timeout_us: int = 0
     instance_count: int = 1
+    max_queue_wait_us: int = 0
 
     def __post_init__(self) -> None:
         _check_int("max_batch_size", self.max_batch_size, low=0)
@@ -44,6 +45,7 @@ class BatcherOptions:
         )
         _check_int("default_timeout_us", self.default_timeout_us, low=0)
         _check_int("instance_count", self.instance_count, low=1)
+        _check_int("max_queue_wait_us", self.max_queue_wait_us, low=0)
         for i, size in enumerate(self.preferred_batch_sizes):
             _check_int(
                 f"preferred_batch_sizes[{i}]",
@@ -70,6 +72,7 @@ def make_options(
     default_priority_level: int,
     default_timeout_us: int,
     instance_count: int,
+    max_queue_wait_us: int = 0,
 ) -> BatcherOptions:
     """Build :class:`BatcherOptions`, sorting and de-duplicating the preferred sizes."""
     if isinstance(preferred_batch_sizes, str | bytes) or not isinstance(
@@ -97,6 +100,7 @@ def make_options(
         default_priority_level=default_priority_level,
         default_timeout_us=default_timeout_us,
         instance_count=instance_count,
+        max_queue_wait_us=max_queue_wait_us,
     )
 
 

@@ -8,7 +8,7 @@ durations, per-batch-size counts), so the server never has to time requests itse
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import numpy.typing as npt
 
@@ -31,6 +31,27 @@ class BatchResult:
     """Time of the execute() call of its batch."""
     batch_size: int
     """Rows of the batch it ran in (1 for a model without a batch dimension)."""
+
+
+QUEUE_WAIT_BUCKETS_US: tuple[int, ...] = (
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+)
+"""Upper bounds (inclusive, microseconds) of the queue-wait histogram's buckets."""
 
 
 @dataclass(slots=True)
@@ -69,6 +90,13 @@ class BatcherStats:
     """Requests waiting in the queue when the snapshot was taken."""
     in_flight: int = 0
     """Batches executing when the snapshot was taken (at most instance_count)."""
+    queue_wait_histogram: list[int] = field(
+        default_factory=lambda: [0] * (len(QUEUE_WAIT_BUCKETS_US) + 1)
+    )
+    """Successful requests per queue-wait bucket: ``[i]`` counts waits of at most
+    ``QUEUE_WAIT_BUCKETS_US[i]`` (and over the one before); the last counts longer waits."""
+
+    QUEUE_WAIT_BUCKETS_US: ClassVar[tuple[int, ...]] = QUEUE_WAIT_BUCKETS_US
 
     def copy(self) -> BatcherStats:
         """A snapshot that later updates do not change."""
@@ -88,4 +116,5 @@ class BatcherStats:
             batch_compute_ns=dict(self.batch_compute_ns),
             queue_depth=self.queue_depth,
             in_flight=self.in_flight,
+            queue_wait_histogram=list(self.queue_wait_histogram),
         )

@@ -32,7 +32,62 @@ def serve(
         64 * 1024 * 1024, "--max-request-size-bytes", help="Largest request body accepted."
     ),
     drain_timeout_s: float = typer.Option(
-        30.0, "--drain-timeout-s", help="On SIGTERM, how long to wait for requests in flight."
+        30.0,
+        "--drain-timeout-s",
+        help="On SIGTERM, how long requests in flight may take (readiness false, new "
+        "requests 503).",
+    ),
+    strict_readiness: bool = typer.Option(
+        True,
+        "--strict-readiness/--no-strict-readiness",
+        help="Ready only while every model that should be loaded is ready (as Triton); "
+        "--no-strict-readiness: ready whenever the server is up.",
+    ),
+    http_header_timeout_s: float = typer.Option(
+        10.0, "--http-header-timeout-s", help="Time for a request line and headers (else 408)."
+    ),
+    http_body_timeout_s: float = typer.Option(
+        10.0, "--http-body-timeout-s", help="Longest pause inside a request body (else 408)."
+    ),
+    http_keepalive_timeout_s: float = typer.Option(
+        75.0, "--http-keepalive-timeout-s", help="Idle keep-alive connections close after this."
+    ),
+    http_max_header_bytes: int = typer.Option(
+        65536, "--http-max-header-bytes", help="Largest request line plus headers (else 431)."
+    ),
+    http_max_connections: int = typer.Option(
+        1024, "--http-max-connections", help="Open HTTP connections (more: 503 and close)."
+    ),
+    grpc_max_connections: int = typer.Option(
+        1024, "--grpc-max-connections", help="Open gRPC connections (more are refused)."
+    ),
+    grpc_max_concurrent_streams: int = typer.Option(
+        1024, "--grpc-max-concurrent-streams", help="Calls in flight per gRPC connection."
+    ),
+    grpc_max_connection_idle_s: float = typer.Option(
+        300.0,
+        "--grpc-max-connection-idle-s",
+        help="Close gRPC connections idle this long (0 = never).",
+    ),
+    grpc_max_connection_age_s: float = typer.Option(
+        0.0, "--grpc-max-connection-age-s", help="Close gRPC connections this old (0 = never)."
+    ),
+    grpc_max_connection_age_grace_s: float = typer.Option(
+        30.0, "--grpc-max-connection-age-grace-s", help="More time for calls at that age."
+    ),
+    grpc_handshake_timeout_s: float = typer.Option(
+        10.0, "--grpc-handshake-timeout-s", help="Time for a gRPC connection's handshake."
+    ),
+    grpc_keepalive_time_s: float = typer.Option(
+        7200.0, "--grpc-keepalive-time-s", help="Ping a gRPC connection idle this long."
+    ),
+    grpc_keepalive_timeout_s: float = typer.Option(
+        20.0, "--grpc-keepalive-timeout-s", help="Close it when the ping is unanswered this long."
+    ),
+    grpc_min_ping_interval_s: float = typer.Option(
+        300.0,
+        "--grpc-min-ping-interval-s",
+        help="Clients may ping no more often without calls (else GOAWAY).",
     ),
     log_format: str = typer.Option("text", "--log-format", help="text | json (JSON lines)."),
     log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error."),
@@ -70,6 +125,21 @@ def serve(
             log_format=log_format,  # type: ignore[arg-type]
             log_level=log_level,  # type: ignore[arg-type]
             drain_timeout_s=drain_timeout_s,
+            strict_readiness=strict_readiness,
+            http_header_timeout_s=http_header_timeout_s,
+            http_body_timeout_s=http_body_timeout_s,
+            http_keepalive_timeout_s=http_keepalive_timeout_s,
+            http_max_header_bytes=http_max_header_bytes,
+            http_max_connections=http_max_connections,
+            grpc_max_connections=grpc_max_connections,
+            grpc_max_concurrent_streams=grpc_max_concurrent_streams,
+            grpc_max_connection_idle_s=grpc_max_connection_idle_s,
+            grpc_max_connection_age_s=grpc_max_connection_age_s,
+            grpc_max_connection_age_grace_s=grpc_max_connection_age_grace_s,
+            grpc_handshake_timeout_s=grpc_handshake_timeout_s,
+            grpc_keepalive_time_s=grpc_keepalive_time_s,
+            grpc_keepalive_timeout_s=grpc_keepalive_timeout_s,
+            grpc_min_ping_interval_s=grpc_min_ping_interval_s,
         )
     except ValidationError as exc:
         typer.echo(f"error: invalid option: {exc}", err=True)

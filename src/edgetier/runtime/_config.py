@@ -44,6 +44,9 @@ DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_MAX_QUEUE_SIZE = 1024
 """EdgeTier bounds every queue unless told otherwise (Triton's default is unbounded)."""
 
+DEFAULT_MAX_QUEUE_WAIT_US = 1_000_000
+"""Admission budget: a request whose estimated queue wait is longer is refused at once."""
+
 TRITON_DATATYPES: tuple[str, ...] = tuple(triton_name(dt) for dt in DATATYPES)
 """The data_type values a config may use: TYPE_BOOL ... TYPE_STRING (Triton's spelling)."""
 
@@ -95,6 +98,9 @@ class DynamicBatchingConfig(_Strict):
     default_timeout_microseconds: int = Field(default=0, ge=0)
     priority_levels: int = Field(default=0, ge=0)
     default_priority_level: int = Field(default=0, ge=0)
+    max_queue_wait_microseconds: int = Field(default=DEFAULT_MAX_QUEUE_WAIT_US, ge=0)
+    """EdgeTier's admission budget: refuse a request (503 / UNAVAILABLE with a retry hint)
+    when its estimated wait in the queue is longer; 0 = admit while the queue has room."""
 
     @model_validator(mode="before")
     @classmethod

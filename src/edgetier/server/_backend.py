@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgetier import __version__
-from edgetier.errors import InvalidInputError
+from edgetier.errors import InvalidInputError, ShutdownError
 from edgetier.server._manager import ModelManager
 from edgetier.server._shm import SharedMemoryRegistry
 
@@ -24,18 +24,43 @@ EXTENSIONS = (
 
 
 class Backend:
-    """Shared state of one server: models, shared-memory regions, readiness."""
+    """Shared state of one server: models, shared-memory regions, readiness, draining.
 
-    def __init__(self, manager: ModelManager, shm: SharedMemoryRegistry) -> None:
+    ``active`` counts the requests being served (bodies being read included), which a
+    drain waits for; while ``draining``, new requests are refused with a 503.
+    """
+
+    def __init__(
+        self, manager: ModelManager, shm: SharedMemoryRegistry, *, strict_readiness: bool = True
+    ) -> None:
         self.manager = manager
         self.shm = shm
         self.live = True
-        self.ready = False
+        self.started = False
+        self.draining = False
+        self.strict_readiness = strict_readiness
+        self.active = 0
         self.server_metadata: dict[str, Any] = {
             "name": "edgetier",
             "version": __version__,
             "extensions": list(EXTENSIONS),
         }
+
+    @property
+    def ready(self) -> bool:
+        """Triton's readiness: serving, not draining and, when strict, every model that
+        should be loaded is ready."""
+        if not self.started or self.draining:
+            return False
+        return not self.strict_readiness or self.manager.all_ready()
+
+    def refuse_while_draining(self) -> None:
+        """Raise the 503 a request gets once the server has begun to shut down."""
+        if self.draining:
+            raise ShutdownError(
+                "the server is shutting down and takes no new requests; send them to "
+                "another node or retry when it is back"
+            )
 
     def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
         found = self.manager.get(name, version)

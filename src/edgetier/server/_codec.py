@@ -62,6 +62,11 @@ def deserialize_bytes(
     """
     view = memoryview(buffer)
     size = len(view)
+    if count > size // 4:  # checked before anything is allocated for the elements
+        raise InvalidInputError(
+            f"input {name!r}: the shape needs {count} BYTES elements, at least {4 * count} "
+            f"bytes (a 4-byte length each), but {where} holds {size}"
+        )
     out = np.empty(count, dtype=object)
     pos = 0
     unpack = _LEN.unpack_from
@@ -91,6 +96,27 @@ def deserialize_bytes(
 # ------------------------------------------------------------------------------ raw
 
 
+def check_carried(
+    nbytes: int, datatype: str, shape: Sequence[int], *, name: str, where: str = "binary data"
+) -> None:
+    """Raise unless ``nbytes`` can hold the tensor the shape claims (exactly, for fixed-size
+    types; at least the length prefixes, for BYTES): checked before reading or allocating."""
+    count = element_count(shape)
+    if datatype == "BYTES":
+        if count > nbytes // 4:
+            raise InvalidInputError(
+                f"input {name!r}: the shape needs {count} BYTES elements, at least "
+                f"{4 * count} bytes (a 4-byte length each), but {where} holds {nbytes}"
+            )
+        return
+    expected = count * to_numpy_dtype(datatype).itemsize
+    if nbytes != expected:
+        raise InvalidInputError(
+            f"input {name!r}: {where} has {nbytes} bytes, shape {list(shape)} of {datatype} "
+            f"needs {expected}"
+        )
+
+
 def from_raw(
     buffer: bytes | memoryview,
     datatype: str,
@@ -104,13 +130,8 @@ def from_raw(
     if datatype == "BYTES":
         return deserialize_bytes(buffer, count, name=name, where=where).reshape(shape)
     dtype = to_numpy_dtype(datatype)
-    expected = count * dtype.itemsize
     got = len(buffer) if isinstance(buffer, bytes) else memoryview(buffer).nbytes
-    if got != expected:
-        raise InvalidInputError(
-            f"input {name!r}: {where} has {got} bytes, shape {list(shape)} of {datatype} "
-            f"needs {expected}"
-        )
+    check_carried(got, datatype, shape, name=name, where=where)
     return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
 
 

@@ -10,22 +10,30 @@ so the client's index-based lookup stays right).
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import grpc
 import numpy as np
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from edgetier.errors import EdgeTierError, InvalidInputError, UnsupportedError
 from edgetier.server import _errors
 from edgetier.server._backend import Backend
-from edgetier.server._codec import from_raw, to_raw
+from edgetier.server._codec import check_carried, from_raw, to_raw
 from edgetier.server._core import InferRequest, OutputTensor, RequestedOutput, int_param, run
 from edgetier.server._manager import ModelVersion
 
 pb = service_pb2
+
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+"""Trailing metadata of a refusal (UNAVAILABLE): milliseconds to wait before retrying, as
+gRPC's own retry policy reads it (server pushback)."""
 
 # datatype -> field of InferTensorContents that may carry it
 _CONTENTS_FIELD = {
@@ -65,7 +73,7 @@ def _shm_ref(params: Any, tensor: str, backend: Backend) -> tuple[str, int, int]
     offset = 0
     if "shared_memory_offset" in params:
         offset = int_param(_param(params["shared_memory_offset"]), "shared_memory_offset")
-    backend.shm.view(region, offset, size, tensor=tensor)
+    backend.shm.check(region, offset, size, tensor=tensor)
     return region, offset, size
 
 
@@ -86,12 +94,14 @@ def decode_request(request: Any, version: ModelVersion, backend: Backend) -> Inf
         params = tensor.parameters
         if params and "shared_memory_region" in params:
             region, offset, size = _shm_ref(params, name, backend)
+            where = f"shared memory region {region!r} (byte_size {size})"
+            check_carried(size, entry.datatype, shape, name=name, where=where)
             inputs[name] = from_raw(
-                backend.shm.view(region, offset, size, tensor=name),
+                backend.shm.read(region, offset, size, tensor=name),
                 entry.datatype,
                 shape,
                 name=name,
-                where=f"shared memory region {region!r} (byte_size {size})",
+                where=where,
             )
         elif raws:
             if raw_index >= len(raws):
@@ -124,6 +134,8 @@ def decode_request(request: Any, version: ModelVersion, backend: Backend) -> Inf
         outputs = []
         for out in request.outputs:
             entry = signature.check_output(out.name)
+            if any(o.name == entry.name for o in outputs):
+                raise InvalidInputError(f"output {entry.name!r} is requested more than once")
             ref = None
             if out.parameters and "shared_memory_region" in out.parameters:
                 ref = _shm_ref(out.parameters, out.name, backend)
@@ -198,8 +210,92 @@ def encode_response(
     return response
 
 
-class _Abort(Exception):
-    pass
+Rpc = Callable[[Any, Any, Any], Awaitable[Any]]
+
+
+class _Undecodable:
+    """A request message that is not valid protobuf: refused by its handler, not by gRPC
+    (which would answer UNKNOWN, a server fault, for what is bad input)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def refuse(self) -> None:
+        raise InvalidInputError(f"the request message cannot be parsed: {self.reason}")
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return _Undecodable(str(exc))
+
+    return deserialize
+
+
+class _Recorder:
+    """Stands in for a server to collect the handlers tritonclient's generated code makes."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def add_to_server(service: GrpcService, server: grpc.aio.Server) -> None:
+    """Register the service as Triton's generated code does, but with request messages
+    that fail to parse reaching the handler (INVALID_ARGUMENT) instead of failing in gRPC."""
+    recorder = _Recorder()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(service, recorder)
+    handlers = {
+        name: handler._replace(request_deserializer=_lenient(handler.request_deserializer))
+        for name, handler in recorder.handlers.items()
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(recorder.service, handlers),)
+    )
+    server.add_registered_method_handlers(recorder.service, handlers)
+
+
+def _rpc(*, work: bool = True) -> Callable[[Rpc], Rpc]:
+    """The one error path of the unary handlers: an exception becomes the status it maps
+    to (edgetier.server._errors), with ``grpc-retry-pushback-ms`` in the trailing
+    metadata when the client should retry later. ``work`` handlers count as requests in
+    flight for the drain and are refused once the server drains."""
+
+    def wrap(handler: Rpc) -> Rpc:
+        @functools.wraps(handler)
+        async def rpc(self: GrpcService, request: Any, context: Any) -> Any:
+            backend = self.backend
+            counted = False
+            try:
+                if type(request) is _Undecodable:
+                    request.refuse()
+                if work:
+                    backend.refuse_while_draining()
+                    backend.active += 1
+                    counted = True
+                return await handler(self, request, context)
+            except Exception as exc:
+                retry = _errors.retry_after_s(exc)
+                if retry is not None:
+                    context.set_trailing_metadata(
+                        ((RETRY_PUSHBACK_KEY, str(max(1, math.ceil(retry * 1000)))),)
+                    )
+                await context.abort(_errors.grpc_code(exc), _errors.message(exc))
+            finally:
+                if counted:
+                    backend.active -= 1
+
+        return rpc
+
+    return wrap
 
 
 class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -207,9 +303,6 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-
-    async def _fail(self, context: Any, exc: BaseException) -> None:
-        await context.abort(_errors.grpc_code(exc), _errors.message(exc))
 
     async def _infer(self, request: Any) -> Any:
         start = time.perf_counter_ns()
@@ -223,33 +316,39 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
         outputs = await run(backend.manager, version, decoded, backend.shm, start)
         return encode_response(version, decoded, outputs)
 
+    @_rpc()
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        try:
-            return await self._infer(request)
-        except Exception as exc:
-            await self._fail(context, exc)
+        return await self._infer(request)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[Any]:
+        """Answer each request of the stream as it completes; errors go in the response.
+
+        Every task it starts is awaited before it returns, also when the client cancels.
+        """
+        backend = self.backend
         results: asyncio.Queue[Any] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
 
         async def one(request: Any) -> None:
             try:
-                response = await self._infer(request)
+                if type(request) is _Undecodable:
+                    request.refuse()
+                backend.refuse_while_draining()
+                backend.active += 1
+                try:
+                    response = await self._infer(request)
+                finally:
+                    backend.active -= 1
                 await results.put(pb.ModelStreamInferResponse(infer_response=response))
             except Exception as exc:
-                await results.put(
-                    pb.ModelStreamInferResponse(
-                        error_message=_errors.message(exc),
-                        infer_response=pb.ModelInferResponse(
-                            model_name=request.model_name,
-                            model_version=request.model_version,
-                            id=request.id,
-                        ),
-                    )
-                )
+                answer = pb.ModelStreamInferResponse(error_message=_errors.message(exc))
+                if type(request) is not _Undecodable:
+                    answer.infer_response.model_name = request.model_name
+                    answer.infer_response.model_version = request.model_version
+                    answer.infer_response.id = request.id
+                await results.put(answer)
 
         async def reader() -> None:
             async for request in request_iterator:
@@ -258,6 +357,7 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
                 task.add_done_callback(pending.discard)
 
         read = asyncio.create_task(reader())
+        getter: asyncio.Future[Any] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(results.get())
@@ -274,119 +374,109 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
                     yield results.get_nowait()
                 return
         finally:
-            read.cancel()
-            for task in list(pending):
+            waits: list[asyncio.Future[Any]] = [read, *pending]
+            if getter is not None:
+                waits.append(getter)
+            for task in waits:
                 task.cancel()
+            # awaited, so that none is destroyed while pending when the stream ends
+            await asyncio.gather(*waits, return_exceptions=True)
 
+    @_rpc(work=False)
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self.backend.live)
 
+    @_rpc(work=False)
     async def ServerReady(self, request: Any, context: Any) -> Any:
         return pb.ServerReadyResponse(ready=self.backend.ready)
 
+    @_rpc()
     async def ModelReady(self, request: Any, context: Any) -> Any:
         return pb.ModelReadyResponse(
             ready=self.backend.manager.is_ready(request.name, request.version)
         )
 
+    @_rpc()
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         meta = self.backend.server_metadata
         return pb.ServerMetadataResponse(
             name=meta["name"], version=meta["version"], extensions=meta["extensions"]
         )
 
+    @_rpc()
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        try:
-            meta = self.backend.model_metadata(request.name, request.version)
-            meta.pop("parameters", None)
-            return json_format.ParseDict(meta, pb.ModelMetadataResponse())
-        except Exception as exc:
-            await self._fail(context, exc)
+        meta = self.backend.model_metadata(request.name, request.version)
+        meta.pop("parameters", None)
+        return json_format.ParseDict(meta, pb.ModelMetadataResponse())
 
+    @_rpc()
     async def ModelConfig(self, request: Any, context: Any) -> Any:
-        try:
-            config = self.backend.model_config(request.name, request.version)
-            message = json_format.ParseDict(
-                config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True
-            )
-            return pb.ModelConfigResponse(config=message)
-        except Exception as exc:
-            await self._fail(context, exc)
+        config = self.backend.model_config(request.name, request.version)
+        message = json_format.ParseDict(
+            config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True
+        )
+        return pb.ModelConfigResponse(config=message)
 
+    @_rpc()
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
-        try:
-            stats = self.backend.statistics(request.name, request.version)
-            return json_format.ParseDict(
-                stats, pb.ModelStatisticsResponse(), ignore_unknown_fields=True
-            )
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        try:
-            rows = self.backend.repository_index(ready_only=request.ready)
-            return json_format.ParseDict({"models": rows}, pb.RepositoryIndexResponse())
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
-        try:
-            params = {k: v for k, v in request.parameters.items()}
-            await self.backend.load(request.model_name, params)
-            return pb.RepositoryModelLoadResponse()
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
-        try:
-            await self.backend.unload(request.model_name)
-            return pb.RepositoryModelUnloadResponse()
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        try:
-            regions = {r["name"]: r for r in self.backend.shm_status(request.name)}
-            return json_format.ParseDict(
-                {"regions": regions}, pb.SystemSharedMemoryStatusResponse()
-            )
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        try:
-            self.backend.shm_register(request.name, request.key, request.offset, request.byte_size)
-            return pb.SystemSharedMemoryRegisterResponse()
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        try:
-            self.backend.shm_unregister(request.name)
-            return pb.SystemSharedMemoryUnregisterResponse()
-        except Exception as exc:
-            await self._fail(context, exc)
-
-    async def _no_cuda(self, context: Any) -> None:
-        await self._fail(
-            context,
-            UnsupportedError(
-                "CUDA shared memory is not supported by this server; use system shared memory "
-                "or send the data in the request"
-            ),
+        stats = self.backend.statistics(request.name, request.version)
+        return json_format.ParseDict(
+            stats, pb.ModelStatisticsResponse(), ignore_unknown_fields=True
         )
 
+    @_rpc()
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        rows = self.backend.repository_index(ready_only=request.ready)
+        return json_format.ParseDict({"models": rows}, pb.RepositoryIndexResponse())
+
+    @_rpc()
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        params = {k: v for k, v in request.parameters.items()}
+        await self.backend.load(request.model_name, params)
+        return pb.RepositoryModelLoadResponse()
+
+    @_rpc()
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await self.backend.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    @_rpc()
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        regions = {r["name"]: r for r in self.backend.shm_status(request.name)}
+        return json_format.ParseDict({"regions": regions}, pb.SystemSharedMemoryStatusResponse())
+
+    @_rpc()
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        self.backend.shm_register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_rpc()
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        self.backend.shm_unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @_rpc()
     async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        await self._no_cuda(context)
+        raise _NO_CUDA_SHM
 
+    @_rpc()
     async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        await self._no_cuda(context)
+        raise _NO_CUDA_SHM
 
+    @_rpc()
     async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        await self._no_cuda(context)
+        raise _NO_CUDA_SHM
 
+    @_rpc()
     async def TraceSetting(self, request: Any, context: Any) -> Any:
-        await self._fail(context, UnsupportedError("trace settings are not supported"))
+        raise UnsupportedError("trace settings are not supported")
 
+    @_rpc()
     async def LogSettings(self, request: Any, context: Any) -> Any:
-        await self._fail(context, UnsupportedError("log settings are not supported"))
+        raise UnsupportedError("log settings are not supported")
+
+
+_NO_CUDA_SHM = UnsupportedError(
+    "CUDA shared memory is not supported by this server; use system shared memory "
+    "or send the data in the request"
+)

@@ -1,17 +1,23 @@
 """KServe v2 over HTTP/REST: a raw ASGI app (no framework in the hot path).
 
-Routes follow Triton's HTTP API: health, server and model metadata, config, infer (JSON
-and binary tensor data), statistics, the model repository extension and the system
-shared-memory extension. Errors are ``{"error": "..."}`` with the status the exception
-maps to; a request body over the limit is refused with 413 before it is read.
+Routes follow Triton's HTTP API (one table, ``_ROUTES``): health, server and model
+metadata, config, infer (JSON and binary tensor data), statistics, the model repository
+extension and the system shared-memory extension. Errors are ``{"error": "..."}`` with the
+status the exception maps to; a request body over the limit is refused with 413 before it
+is read, a body that stops arriving for ``body_timeout_s`` gets a 408, and once the server
+drains every request but the health checks gets a 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,21 +27,26 @@ from edgetier.errors import (
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
+    ShutdownError,
     UnsupportedError,
 )
 from edgetier.server import _errors
 from edgetier.server._backend import Backend
-from edgetier.server._core import run
+from edgetier.server._core import int_param, run
 from edgetier.server._http_codec import decode_request, encode_response, loads, parse_header_length
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[..., Awaitable[None]]
 
 _JSON = (b"content-type", b"application/json")
 _OCTET = (b"content-type", b"application/octet-stream")
+_CLOSE = (b"connection", b"close")
 _HEADER_LENGTH = b"inference-header-content-length"
+_CLOSES_CONNECTION = frozenset({408})
+"""Statuses after which the connection is closed: the client stalled mid-request."""
 
 
 class _Disconnected(Exception):
@@ -70,29 +81,65 @@ async def _respond_error(send: Send, exc: BaseException) -> None:
     retry = _errors.retry_after_s(exc)
     if retry is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(retry))).encode()))
+    if status in _CLOSES_CONNECTION:
+        headers.append(_CLOSE)
     await _respond(send, status, body, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """One line of the route table: a method, a path pattern and its handler."""
+
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    work: bool = True
+    """Counted as work: drained on shutdown, refused once draining (not the health checks)."""
 
 
 class HttpApp:
     """The ASGI application serving one :class:`Backend`."""
 
-    def __init__(self, backend: Backend, *, max_request_size_bytes: int) -> None:
+    def __init__(
+        self, backend: Backend, *, max_request_size_bytes: int, body_timeout_s: float = 10.0
+    ) -> None:
         self.backend = backend
         self.max_request_size_bytes = max_request_size_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await _lifespan(receive, send)
             return
+        backend = self.backend
+        counted = False
         try:
-            await self._dispatch(scope, receive, send)
+            route, params = _route(scope["method"], scope["path"])
+            if route.work:
+                backend.refuse_while_draining()
+                backend.active += 1
+                counted = True
+            await route.handler(self, scope, receive, send, **params)
         except _Disconnected:
             return
+        except asyncio.CancelledError:
+            # The drain ran out while this request was still running: a 503 that says so
+            # (uvicorn would send a text/plain 500). The task ends here either way.
+            with contextlib.suppress(Exception):
+                await _respond_error(send, ShutdownError("the server stopped before answering"))
         except Exception as exc:
             await _respond_error(send, exc)
+        finally:
+            if counted:
+                backend.active -= 1
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    # -- request bodies ----------------------------------------------------------------
+
+    async def _read_body(
+        self, scope: Scope, receive: Receive, on_first: Callable[[bytes], None] | None = None
+    ) -> bytes:
+        """The request body; ``on_first`` sees its first part when more is to come."""
         limit = self.max_request_size_bytes
         encoding = b""
         for key, value in scope["headers"]:
@@ -108,107 +155,89 @@ class HttpApp:
                     )
             elif key == b"content-encoding":
                 encoding = value.lower()
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        body: bytes = message.get("body", b"")
-        if message.get("more_body", False):
-            chunks = [body]
-            size = len(body)
-            while True:
+        timeout_s = self.body_timeout_s
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout_s) as deadline:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     raise _Disconnected
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLargeError(
-                        f"request body exceeds the limit of {limit} bytes "
-                        f"(--max-request-size-bytes)"
-                    )
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
+                body: bytes = message.get("body", b"")
+                if message.get("more_body", False):
+                    if on_first is not None:
+                        on_first(body)
+                    chunks = [body]
+                    size = len(body)
+                    while True:
+                        deadline.reschedule(loop.time() + timeout_s)
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            raise _Disconnected
+                        chunk = message.get("body", b"")
+                        size += len(chunk)
+                        if size > limit:
+                            raise PayloadTooLargeError(
+                                f"request body exceeds the limit of {limit} bytes "
+                                f"(--max-request-size-bytes)"
+                            )
+                        chunks.append(chunk)
+                        if not message.get("more_body", False):
+                            break
+                    body = b"".join(chunks)
+        except TimeoutError:
+            raise _errors.BodyTimeoutError(
+                f"the request body stopped arriving: nothing for {timeout_s:g} s "
+                f"(--http-body-timeout-s)"
+            ) from None
         if encoding and encoding != b"identity":
             body = _decompress(body, encoding, limit)
         return body
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
-        parts = path.strip("/").split("/")
-        method: str = scope["method"]
-        if not parts or parts[0] != "v2":
-            raise NotFoundError(f"no route for {method} {path}")
-        n = len(parts)
-        backend = self.backend
-        if n >= 3 and parts[1] == "models" and parts[2] != "stats":
-            name = parts[2]
-            version = ""
-            rest = parts[3:]
-            if len(rest) >= 2 and rest[0] == "versions":
-                version = rest[1]
-                rest = rest[2:]
-            action = rest[0] if rest else ""
-            if len(rest) > 1:
-                raise NotFoundError(f"no route for {method} {path}")
-            if action == "infer" and method == "POST":
-                await self._infer(scope, receive, send, name, version)
-            elif action == "" and method == "GET":
-                await _respond_json(send, backend.model_metadata(name, version))
-            elif action == "ready" and method == "GET":
-                backend.manager.get(name, version)
-                await _respond(send, 200)
-            elif action == "config" and method == "GET":
-                await _respond_json(send, backend.model_config(name, version))
-            elif action == "stats" and method == "GET":
-                await _respond_json(send, backend.statistics(name, version))
-            else:
-                raise NotFoundError(f"no route for {method} {path}")
-            return
-        if n == 1 and method == "GET":
-            await _respond_json(send, backend.server_metadata)
-        elif n == 3 and parts[1] == "health" and method == "GET":
-            if parts[2] == "live":
-                await _respond(send, 200 if backend.live else 503)
-            elif parts[2] == "ready":
-                await _respond(send, 200 if backend.ready else 503)
-            else:
-                raise NotFoundError(f"no route for {method} {path}")
-        elif n == 3 and parts[1] == "models" and parts[2] == "stats" and method == "GET":
-            await _respond_json(send, backend.statistics())
-        elif n >= 2 and parts[1] == "repository":
-            await self._repository(scope, receive, send, parts, method)
-        elif n >= 2 and parts[1] == "systemsharedmemory":
-            await self._shm(scope, receive, send, parts, method)
-        elif n >= 2 and parts[1] == "cudasharedmemory":
-            raise UnsupportedError(
-                "CUDA shared memory is not supported by this server; use system shared "
-                "memory (/v2/systemsharedmemory) or send the data in the request"
-            )
-        else:
-            raise NotFoundError(f"no route for {method} {path}")
+    async def _json_body(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        body = await self._read_body(scope, receive)
+        if not body.strip():
+            return {}
+        data = loads(body)
+        if not isinstance(data, dict):
+            raise InvalidInputError("the request body must be a JSON object")
+        return data
+
+    # -- handlers (see _ROUTES) --------------------------------------------------------
 
     async def _infer(
-        self, scope: Scope, receive: Receive, send: Send, name: str, version_str: str
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: str
     ) -> None:
         start = time.perf_counter_ns()
         backend = self.backend
-        version = backend.manager.get(name, version_str)
-        body = await self._read_body(scope, receive)
-        header_length = None
-        for key, value in scope["headers"]:
-            if key == _HEADER_LENGTH:
-                header_length = parse_header_length(value, len(body))
-                break
-        version = backend.manager.get(name, version_str)  # may have been reloaded meanwhile
+        found = backend.manager.get(name, version)
+        declared = next((v for k, v in scope["headers"] if k == _HEADER_LENGTH), None)
+
+        def admit_early(first: bytes) -> None:
+            """Refuse an overloaded model's request before reading the rest of its body."""
+            try:
+                length = int(declared) if declared is not None else -1
+                if not 0 < length <= len(first):
+                    return
+                params = loads(first[:length]).get("parameters") or {}
+                timeout_us = int_param(params.get("timeout", 0), "timeout")
+            except (EdgeTierError, ValueError, AttributeError):
+                return  # a malformed request: the full decode says what is wrong
+            try:
+                found.batcher.check_admission(timeout_us)
+            except EdgeTierError:
+                found.stats.record_failure(time.perf_counter_ns() - start)
+                raise
+
+        body = await self._read_body(scope, receive, admit_early)
+        header_length = parse_header_length(declared, len(body))
+        found = backend.manager.get(name, version)  # may have been reloaded meanwhile
         try:
-            request = decode_request(body, header_length, version, backend.shm)
+            request = decode_request(body, header_length, found, backend.shm)
         except EdgeTierError:
-            version.stats.record_failure(time.perf_counter_ns() - start)
+            found.stats.record_failure(time.perf_counter_ns() - start)
             raise
-        outputs = await run(backend.manager, version, request, backend.shm, start)
-        payload, json_size = encode_response(version, request, outputs)
+        outputs = await run(backend.manager, found, request, backend.shm, start)
+        payload, json_size = encode_response(found, request, outputs)
         if json_size is None:
             await _respond(send, 200, payload)
         else:
@@ -223,64 +252,123 @@ class HttpApp:
                 ],
             )
 
-    async def _json_body(self, scope: Scope, receive: Receive) -> dict[str, Any]:
-        body = await self._read_body(scope, receive)
-        if not body.strip():
-            return {}
-        data = loads(body)
-        if not isinstance(data, dict):
-            raise InvalidInputError("the request body must be a JSON object")
-        return data
+    async def _live(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, 200 if self.backend.live else 503)
 
-    async def _repository(
-        self, scope: Scope, receive: Receive, send: Send, parts: list[str], method: str
-    ) -> None:
-        backend = self.backend
-        if method != "POST":
-            raise NotFoundError(f"no route for {method} /{'/'.join(parts)}")
-        if len(parts) == 3 and parts[2] == "index":
-            body = await self._json_body(scope, receive)
-            ready = body.get("ready", False)
-            if not isinstance(ready, bool):
-                raise InvalidInputError(f"field 'ready' must be true or false, got {ready!r}")
-            await _respond_json(send, backend.repository_index(ready_only=ready))
-            return
-        if len(parts) == 5 and parts[2] == "models" and parts[4] in ("load", "unload"):
-            body = await self._json_body(scope, receive)
-            params = body.get("parameters") or {}
-            if not isinstance(params, dict):
-                raise InvalidInputError("field 'parameters' must be a JSON object")
-            if parts[4] == "load":
-                await backend.load(parts[3], params)
-            else:
-                await backend.unload(parts[3])
-            await _respond(send, 200)
-            return
-        raise NotFoundError(f"no route for POST /{'/'.join(parts)}")
+    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, 200 if self.backend.ready else 503)
 
-    async def _shm(
-        self, scope: Scope, receive: Receive, send: Send, parts: list[str], method: str
+    async def _server_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond_json(send, self.backend.server_metadata)
+
+    async def _model_metadata(
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: str
     ) -> None:
-        backend = self.backend
-        region = ""
-        rest = parts[2:]
-        if len(rest) >= 2 and rest[0] == "region":
-            region, rest = rest[1], rest[2:]
-        action = rest[0] if len(rest) == 1 else ""
-        if action == "status" and method == "GET":
-            await _respond_json(send, backend.shm_status(region))
-        elif action == "register" and method == "POST" and region:
-            body = await self._json_body(scope, receive)
-            backend.shm_register(
-                region, body.get("key"), body.get("offset", 0), body.get("byte_size")
-            )
-            await _respond(send, 200)
-        elif action == "unregister" and method == "POST":
-            await self._read_body(scope, receive)
-            backend.shm_unregister(region)
-            await _respond(send, 200)
+        await _respond_json(send, self.backend.model_metadata(name, version))
+
+    async def _model_ready(
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: str
+    ) -> None:
+        self.backend.manager.get(name, version)
+        await _respond(send, 200)
+
+    async def _model_config(
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: str
+    ) -> None:
+        await _respond_json(send, self.backend.model_config(name, version))
+
+    async def _model_stats(
+        self, scope: Scope, receive: Receive, send: Send, name: str = "", version: str = ""
+    ) -> None:
+        await _respond_json(send, self.backend.statistics(name, version))
+
+    async def _repository_index(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._json_body(scope, receive)
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidInputError(f"field 'ready' must be true or false, got {ready!r}")
+        await _respond_json(send, self.backend.repository_index(ready_only=ready))
+
+    async def _model_control(
+        self, scope: Scope, receive: Receive, send: Send, name: str, action: str
+    ) -> None:
+        body = await self._json_body(scope, receive)
+        params = body.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidInputError("field 'parameters' must be a JSON object")
+        if action == "load":
+            await self.backend.load(name, params)
         else:
-            raise NotFoundError(f"no route for {method} /{'/'.join(parts)}")
+            await self.backend.unload(name)
+        await _respond(send, 200)
+
+    async def _shm_status(
+        self, scope: Scope, receive: Receive, send: Send, region: str = ""
+    ) -> None:
+        await _respond_json(send, self.backend.shm_status(region))
+
+    async def _shm_register(self, scope: Scope, receive: Receive, send: Send, region: str) -> None:
+        body = await self._json_body(scope, receive)
+        self.backend.shm_register(
+            region, body.get("key"), body.get("offset", 0), body.get("byte_size")
+        )
+        await _respond(send, 200)
+
+    async def _shm_unregister(
+        self, scope: Scope, receive: Receive, send: Send, region: str = ""
+    ) -> None:
+        await self._read_body(scope, receive)
+        self.backend.shm_unregister(region)
+        await _respond(send, 200)
+
+    async def _no_cuda_shm(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise UnsupportedError(
+            "CUDA shared memory is not supported by this server; use system shared "
+            "memory (/v2/systemsharedmemory) or send the data in the request"
+        )
+
+
+_MODEL = r"v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]*))?"
+_REGION = r"(?:/region/(?P<region>[^/]+))?"
+
+
+def _r(method: str, pattern: str, handler: Handler, *, work: bool = True) -> _Route:
+    return _Route(method, re.compile(pattern), handler, work)
+
+
+_ROUTES: tuple[_Route, ...] = (
+    _r("POST", _MODEL + "/infer", HttpApp._infer),  # first: the hot path
+    _r("GET", "v2/health/live", HttpApp._live, work=False),
+    _r("GET", "v2/health/ready", HttpApp._ready, work=False),
+    _r("GET", "v2", HttpApp._server_metadata),
+    _r("GET", "v2/models/stats", HttpApp._model_stats),
+    _r("GET", _MODEL, HttpApp._model_metadata),
+    _r("GET", _MODEL + "/ready", HttpApp._model_ready),
+    _r("GET", _MODEL + "/config", HttpApp._model_config),
+    _r("GET", _MODEL + "/stats", HttpApp._model_stats),
+    _r("POST", "v2/repository/index", HttpApp._repository_index),
+    _r(
+        "POST",
+        r"v2/repository/models/(?P<name>[^/]+)/(?P<action>load|unload)",
+        HttpApp._model_control,
+    ),
+    _r("GET", "v2/systemsharedmemory" + _REGION + "/status", HttpApp._shm_status),
+    _r("POST", "v2/systemsharedmemory/region/(?P<region>[^/]+)/register", HttpApp._shm_register),
+    _r("POST", "v2/systemsharedmemory" + _REGION + "/unregister", HttpApp._shm_unregister),
+    _r("*", "v2/cudasharedmemory(?:/.*)?", HttpApp._no_cuda_shm),
+)
+
+
+def _route(method: str, path: str) -> tuple[_Route, dict[str, str]]:
+    """The route of a request and its path parameters; NotFoundError when none fits."""
+    trimmed = path.strip("/")
+    for route in _ROUTES:
+        if route.method != method and route.method != "*":
+            continue
+        found = route.pattern.fullmatch(trimmed)
+        if found is not None:
+            return route, {k: v or "" for k, v in found.groupdict().items()}
+    raise NotFoundError(f"no route for {method} {path}")
 
 
 def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:

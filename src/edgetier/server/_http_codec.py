@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from edgetier.errors import InvalidInputError
-from edgetier.server._codec import from_json, from_raw, to_json, to_raw
+from edgetier.server._codec import check_carried, from_json, from_raw, to_json, to_raw
 from edgetier.server._core import InferRequest, OutputTensor, RequestedOutput, int_param
 from edgetier.server._manager import ModelVersion
 from edgetier.server._shm import SharedMemoryRegistry
@@ -68,7 +68,7 @@ def _shm_ref(
         )
     size = int_param(size, "shared_memory_byte_size")
     offset = int_param(params.get("shared_memory_offset", 0), "shared_memory_offset")
-    shm.view(region, offset, size, tensor=tensor)  # region registered and large enough
+    shm.check(region, offset, size, tensor=tensor)  # region registered and large enough
     return region, offset, size
 
 
@@ -100,14 +100,10 @@ def decode_request(
         params = _obj(params, f"inputs[{index}].parameters") if params is not None else {}
         if "shared_memory_region" in params:
             region, offset, size = _shm_ref(params, entry.name, shm)
-            data = shm.view(region, offset, size, tensor=entry.name)
-            inputs[entry.name] = from_raw(
-                data,
-                entry.datatype,
-                shape,
-                name=entry.name,
-                where=f"shared memory region {region!r} (shared_memory_byte_size {size})",
-            )
+            where = f"shared memory region {region!r} (shared_memory_byte_size {size})"
+            check_carried(size, entry.datatype, shape, name=entry.name, where=where)
+            data = shm.read(region, offset, size, tensor=entry.name)
+            inputs[entry.name] = from_raw(data, entry.datatype, shape, name=entry.name, where=where)
         elif "binary_data_size" in params:
             size = int_param(params["binary_data_size"], "binary_data_size")
             if header_length is None:
@@ -152,6 +148,8 @@ def decode_request(
         for index, item in enumerate(raw_outputs):
             out = _obj(item, f"outputs[{index}]")
             entry = signature.check_output(out.get("name"))
+            if any(o.name == entry.name for o in outputs):
+                raise InvalidInputError(f"output {entry.name!r} is requested more than once")
             oparams = out.get("parameters")
             oparams = _obj(oparams, f"outputs[{index}].parameters") if oparams is not None else {}
             if oparams.get("classification"):

@@ -16,9 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
-
-from edgetier.batching import BatchResult, DynamicBatcher
+from edgetier.batching import DynamicBatcher
 from edgetier.errors import (
     EdgeTierError,
     InvalidInputError,
@@ -26,7 +24,13 @@ from edgetier.errors import (
     ModelNotReadyError,
     UnsupportedError,
 )
-from edgetier.runtime import Engine, ModelConfig, ModelRepository, load_engines
+from edgetier.runtime import (
+    DynamicBatchingConfig,
+    Engine,
+    ModelConfig,
+    ModelRepository,
+    load_engines,
+)
 from edgetier.server._signature import Signature
 from edgetier.server._stats import VersionStats
 
@@ -86,16 +90,11 @@ class ModelVersion:
             priority_levels=dyn.priority_levels if dyn else 0,
             default_priority_level=dyn.default_priority_level if dyn else 0,
             default_timeout_us=dyn.default_timeout_microseconds if dyn else 0,
+            max_queue_wait_us=(dyn or DynamicBatchingConfig()).max_queue_wait_microseconds,
             instance_count=max(1, len(engines)),
             inline_execute_us=INLINE_EXECUTE_US,
             name=f"{name}/{version}",
         )
-
-    async def infer(
-        self, inputs: dict[str, np.ndarray], *, priority: int = 0, timeout_us: int = 0
-    ) -> BatchResult:
-        """Queue one request on this version's batcher and wait for its outputs."""
-        return await self.batcher.submit(inputs, priority=priority, timeout_us=timeout_us)
 
     def metadata(self, versions: list[str]) -> dict[str, Any]:
         """KServe v2 model metadata, with the execution provider in ``parameters``."""
@@ -140,6 +139,8 @@ class _ModelEntry:
     latest: ModelVersion | None = None
     version_strs: list[str] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wanted: bool = True
+    """Whether the model should be loaded (readiness waits for it): not once unloaded."""
 
 
 class ModelManager:
@@ -211,12 +212,9 @@ class ModelManager:
             if found is None:
                 raise ModelNotReadyError(f"model {name!r} is {entry.state.value}: {entry.reason}")
             return found
-        try:
-            number = int(version)
-        except ValueError:
-            raise InvalidInputError(
-                f"model version must be a positive integer, got {version!r}"
-            ) from None
+        if not (version.isascii() and version.isdigit()):  # int() would take " 1" and "+1"
+            raise InvalidInputError(f"model version must be a positive integer, got {version!r}")
+        number = int(version)
         found = entry.versions.get(number)
         if found is None:
             if entry.state is ModelState.READY:
@@ -233,6 +231,10 @@ class ModelManager:
         except EdgeTierError:
             return False
         return True
+
+    def all_ready(self) -> bool:
+        """Whether every model that should be loaded serves (Triton's strict readiness)."""
+        return all(e.latest is not None for e in self._models.values() if e.wanted)
 
     def versions_of(self, name: str) -> list[str]:
         entry = self._models.get(name)
@@ -308,8 +310,10 @@ class ModelManager:
     def _exists(self, name: str) -> bool:
         return name in self._scan(quiet=True)
 
-    async def _load(self, name: str) -> None:
+    async def _load(self, name: str) -> bool:
+        """Load or reload a model's versions; False (logged, state kept) when it fails."""
         entry = self._models.setdefault(name, _ModelEntry(name))
+        entry.wanted = True
         async with entry.lock:
             previous_state = entry.state
             if not entry.versions:
@@ -332,7 +336,7 @@ class ModelManager:
                     entry.reason = f"reload failed: {reason}"
                 else:
                     entry.state, entry.reason = ModelState.UNAVAILABLE, reason
-                return
+                return False
             old = list(entry.versions.values())
             entry.versions = {v.version: v for v in new}
             entry.latest = new[-1] if new else None
@@ -349,6 +353,7 @@ class ModelManager:
                     "" if len(version.engines) == 1 else "s",
                 )
             await self._retire(old)
+            return True
 
     def _build(self, name: str) -> list[ModelVersion]:
         """Load every version the policy selects (blocking: runs in a thread)."""
@@ -368,6 +373,7 @@ class ModelManager:
         return built
 
     async def _unload(self, entry: _ModelEntry, reason: str) -> None:
+        entry.wanted = False
         async with entry.lock:
             old = list(entry.versions.values())
             entry.state, entry.reason = ModelState.UNLOADING, "unloading"
@@ -404,12 +410,9 @@ class ModelManager:
                 fingerprint = f"error: {exc}"
             if entry is None or entry.fingerprint != fingerprint:
                 log.info("model %s %s", name, "found" if entry is None else "changed: reloading")
-                await self._load(name)
-                if (
-                    self._models[name].state is not ModelState.READY
-                    or not self._models[name].versions
-                ):
-                    # Remember the fingerprint that failed, so it is not retried every poll.
+                if not await self._load(name):
+                    # Remember the fingerprint that failed (a failed reload too, whose old
+                    # versions go on serving): it is retried, and logged, once per change.
                     self._models[name].fingerprint = fingerprint
         for name in list(self._models):
             if name not in names and self._models[name].versions:

@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from edgetier.batching import BatcherStats
 from edgetier.server._manager import ModelManager, ModelVersion
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -94,6 +95,23 @@ class ModelCollector(Collector):
                 [v.name, v.version_str], buckets, sum_value=sum(s * c for s, c in sizes.items())
             )
         yield hist
+        waits = HistogramMetricFamily(
+            "edgetier_queue_wait_us",
+            "Time successful requests waited in the queue before their batch started (us)",
+            labels=["model", "version"],
+        )
+        for v in versions:
+            stats = v.batcher.stats
+            total = 0
+            buckets = []
+            for bound, count in zip(
+                BatcherStats.QUEUE_WAIT_BUCKETS_US, stats.queue_wait_histogram, strict=False
+            ):
+                total += count
+                buckets.append((str(bound), total))
+            buckets.append(("+Inf", sum(stats.queue_wait_histogram)))
+            waits.add_metric([v.name, v.version_str], buckets, sum_value=stats.queue_ns // 1000)
+        yield waits
 
 
 def render_counters(manager: ModelManager) -> bytes:

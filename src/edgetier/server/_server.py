@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
 from collections.abc import Generator, Iterable
 from types import TracebackType
@@ -17,15 +18,15 @@ from typing import Any
 
 import grpc
 import uvicorn
-from tritonclient.grpc import service_pb2_grpc
 
 from edgetier.errors import ConfigError, EdgeTierError
 from edgetier.runtime import ModelRepository
 from edgetier.server._backend import Backend
-from edgetier.server._grpc import GrpcService
+from edgetier.server._grpc import GrpcService, add_to_server
 from edgetier.server._http import HttpApp
 from edgetier.server._manager import ModelManager
 from edgetier.server._metrics import MetricsApp, build_registry
+from edgetier.server._protocol import HttpLimits, protocol_class
 from edgetier.server._settings import ServerSettings
 from edgetier.server._shm import SharedMemoryRegistry
 
@@ -49,6 +50,56 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     return sock
+
+
+_FD_HEADROOM = 512
+"""Descriptors beyond the connection caps: models, shared-memory regions, logs, threads."""
+
+
+def _raise_fd_limit(needed: int) -> None:
+    """Raise the soft limit on open files toward ``needed`` (as far as the hard limit allows)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning(
+            "open-file limit %d is below the %d the connection caps need "
+            "(--http-max-connections + --grpc-max-connections + %d): lower the caps or "
+            "raise the limit (ulimit -n)",
+            target,
+            needed,
+            _FD_HEADROOM,
+        )
+
+
+def _grpc_options(s: ServerSettings) -> list[tuple[str, int]]:
+    """gRPC core's channel arguments for the server's limits (see docs/server.md)."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    options = [
+        ("grpc.max_receive_message_length", s.max_request_size_bytes),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_allowed_incoming_connections", s.grpc_max_connections),
+        ("grpc.max_concurrent_streams", s.grpc_max_concurrent_streams),
+        ("grpc.server_handshake_timeout_ms", ms(s.grpc_handshake_timeout_s)),
+        ("grpc.keepalive_time_ms", ms(s.grpc_keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", ms(s.grpc_keepalive_timeout_s)),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(s.grpc_min_ping_interval_s)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+    if s.grpc_max_connection_idle_s > 0:
+        options.append(("grpc.max_connection_idle_ms", ms(s.grpc_max_connection_idle_s)))
+    if s.grpc_max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", ms(s.grpc_max_connection_age_s)))
+        options.append(("grpc.max_connection_age_grace_ms", ms(s.grpc_max_connection_age_grace_s)))
+    return options
 
 
 class InferenceServer:
@@ -88,22 +139,15 @@ class InferenceServer:
             startup_models=list(s.load_models),
             poll_interval_s=s.repository_poll_secs,
         )
-        shm = SharedMemoryRegistry()
-        self.backend = backend = Backend(self.manager, shm)
+        shm = SharedMemoryRegistry(max_read_bytes=s.max_request_size_bytes)
+        self.backend = backend = Backend(self.manager, shm, strict_readiness=s.strict_readiness)
         self._stopped.clear()
         self._started = True
+        _raise_fd_limit(s.http_max_connections + s.grpc_max_connections + _FD_HEADROOM)
         try:
             await self.manager.start()
-            self._grpc = grpc.aio.server(
-                options=[
-                    ("grpc.max_receive_message_length", s.max_request_size_bytes),
-                    ("grpc.max_send_message_length", -1),
-                    ("grpc.so_reuseport", 0),
-                ]
-            )
-            service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-                GrpcService(backend), self._grpc
-            )
+            self._grpc = grpc.aio.server(options=_grpc_options(s))
+            add_to_server(GrpcService(backend), self._grpc)
             address = f"[{s.host}]:{s.grpc_port}" if ":" in s.host else f"{s.host}:{s.grpc_port}"
             try:
                 self.grpc_port = self._grpc.add_insecure_port(address)
@@ -111,7 +155,12 @@ class InferenceServer:
                 raise ConfigError(f"cannot listen on {address} for gRPC: {exc}") from None
             await self._grpc.start()
             self.http_port = await self._serve_http(
-                HttpApp(backend, max_request_size_bytes=s.max_request_size_bytes), s.http_port
+                HttpApp(
+                    backend,
+                    max_request_size_bytes=s.max_request_size_bytes,
+                    body_timeout_s=s.http_body_timeout_s,
+                ),
+                s.http_port,
             )
             if s.metrics_port is not None:
                 registry = build_registry(self.manager, self._collectors)
@@ -121,7 +170,7 @@ class InferenceServer:
         except BaseException:
             await self.stop()
             raise
-        backend.ready = True
+        backend.started = True
         log.info(
             "serving %s: HTTP %s:%d, gRPC %s:%d, metrics %s",
             s.model_repository,
@@ -133,10 +182,18 @@ class InferenceServer:
         )
 
     async def _serve_http(self, app: Any, port: int) -> int:
-        sock = _bind(self.settings.host, port)
+        s = self.settings
+        sock = _bind(s.host, port)
+        limits = HttpLimits(
+            header_timeout_s=s.http_header_timeout_s,
+            send_timeout_s=s.http_body_timeout_s,
+            keepalive_timeout_s=s.http_keepalive_timeout_s,
+            max_header_bytes=s.http_max_header_bytes,
+            max_connections=s.http_max_connections,
+        )
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=protocol_class(limits),
             ws="none",
             lifespan="off",
             log_config=None,
@@ -144,7 +201,8 @@ class InferenceServer:
             server_header=False,
             date_header=False,
             proxy_headers=False,
-            timeout_graceful_shutdown=max(1, int(self.settings.drain_timeout_s)),
+            timeout_keep_alive=s.http_keepalive_timeout_s,  # type: ignore[arg-type]
+            timeout_graceful_shutdown=max(1, int(s.drain_timeout_s)),
             backlog=2048,
         )
         server = _Uvicorn(config)
@@ -158,15 +216,35 @@ class InferenceServer:
         return int(sock.getsockname()[1])
 
     async def stop(self) -> None:
-        """Refuse new work, answer the requests in flight, then unload the models."""
+        """Drain, then close the listeners and unload the models.
+
+        Readiness turns false first and new requests get 503 with Retry-After (on the
+        listeners, still open, so a client is told rather than refused a connection);
+        the requests in flight finish, up to ``drain_timeout_s`` (a stalled upload ends
+        at its body timeout); then the listeners close.
+        """
         if not self._started:
             return
         self._started = False
-        if self.backend is not None:
-            self.backend.ready = False
-        grace = self.settings.drain_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_timeout_s
+        backend = self.backend
+        if backend is not None and backend.started:
+            backend.draining = True
+            if backend.active:
+                log.info("draining: %d requests in flight", backend.active)
+            while backend.active and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            if backend.active:
+                log.warning(
+                    "drain timeout (%g s): cancelling %d requests in flight",
+                    self.settings.drain_timeout_s,
+                    backend.active,
+                )
+        grace = max(0.1, deadline - loop.time())
         waits: list[Any] = []
         for server, _ in self._http:
+            server.config.timeout_graceful_shutdown = grace  # type: ignore[assignment]
             server.should_exit = True
         if self._grpc is not None:
             waits.append(self._grpc.stop(grace))

@@ -15,6 +15,10 @@ import numpy as np
 from edgetier.errors import InvalidInputError
 from edgetier.runtime._datatypes import to_numpy_dtype
 
+MAX_ELEMENTS = 2**48
+"""Bound on a shape's dims (zeros counted as 1): numpy cannot even describe much larger
+arrays, and a request's data is checked against its shape before anything is allocated."""
+
 
 @dataclass(frozen=True, slots=True)
 class TensorEntry:
@@ -64,6 +68,14 @@ class Signature:
         ):
             raise InvalidInputError(
                 f"input {name!r}: shape must be a list of integers >= 0, got {shape!r}"
+            )
+        span = 1
+        for dim in shape:
+            span *= max(dim, 1)
+        if span > MAX_ELEMENTS:
+            raise InvalidInputError(
+                f"input {name!r}: shape {list(shape)} spans more than {MAX_ELEMENTS} elements, "
+                f"more than any request carries"
             )
         expected = entry.shape
         if len(shape) != len(expected):

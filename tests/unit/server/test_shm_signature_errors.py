@@ -24,11 +24,11 @@ def test_registry_maps_reads_writes_and_unregisters(tmp_path: Path) -> None:
     registry = SharedMemoryRegistry(tmp_path)
     registry.register("r", "/region", 16, 32)
     assert registry.status("r") == [{"name": "r", "key": "/region", "offset": 16, "byte_size": 32}]
-    assert bytes(registry.view("r", 0, 4, tensor="t")) == bytes([16, 17, 18, 19])
+    assert bytes(registry.read("r", 0, 4, tensor="t")) == bytes([16, 17, 18, 19])
     registry.write("r", 4, 8, b"\x01\x02", tensor="out")
     assert (tmp_path / "region").read_bytes()[20:22] == b"\x01\x02"
     with pytest.raises(InvalidInputError, match=r"'t'.*offset 30 \+ shared_memory_byte_size 4"):
-        registry.view("r", 30, 4, tensor="t")
+        registry.read("r", 30, 4, tensor="t")
     with pytest.raises(InvalidInputError, match=r"'out': 9 bytes do not fit.*8"):
         registry.write("r", 0, 8, bytes(9), tensor="out")
     with pytest.raises(InvalidInputError, match="already registered"):
@@ -36,7 +36,7 @@ def test_registry_maps_reads_writes_and_unregisters(tmp_path: Path) -> None:
     registry.unregister("r")
     registry.unregister("r")  # not an error, as Triton
     with pytest.raises(InvalidInputError, match="'r' is not registered"):
-        registry.view("r", 0, 1, tensor="t")
+        registry.read("r", 0, 1, tensor="t")
     with pytest.raises(NotFoundError):
         registry.status("r")
 
