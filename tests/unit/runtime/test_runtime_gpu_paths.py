@@ -448,7 +448,7 @@ async def test_the_server_serves_four_engines_on_two_gpus(
         assert [e.device_id for e in version.engines] == [1, 1, 3, 3]
         assert version.batcher.options.instance_count == 4
         x = np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32)
-        result = await version.infer({"x": x})
+        result = await version.batcher.submit({"x": x})
         assert result.outputs["y"].shape == (3, 4)
     finally:
         await manager.stop()
