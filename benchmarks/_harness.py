@@ -59,26 +59,6 @@ def timed(call: Callable[[], object], n: int) -> list[int]:
     return out
 
 
-def serve(repo: Path, *, http_port: int, grpc_port: int) -> subprocess.Popen[bytes]:
-    """`edgetier serve` on ``repo`` in its own process, metrics off, warnings only."""
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "edgetier"),
-            "serve",
-            "--model-repository",
-            str(repo),
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-            "--metrics-port",
-            "-1",
-            "--log-level",
-            "warning",
-        ],
-    )
-
-
 def null_grpc_service(port: int) -> subprocess.Popen[bytes]:
     """A gRPC inference service that answers at once (_null_grpc.py): the transport floor."""
     return subprocess.Popen(

@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 import psutil
 import uvloop
-from _server_process import ServerProcess
+from prometheus_client.parser import text_string_to_metric_families
 
 from edgetier.bench import poisson_arrivals
-from edgetier.runtime import build_demo_repository
-from edgetier.testing import edit_config
+from edgetier.synthetic import build_demo_repository
+from edgetier.testing import ServerProcess, edit_config
 
 RESULTS = Path(__file__).parent / "results"
 OVERLOAD = 1.5
@@ -323,9 +323,9 @@ async def measure(server: ServerProcess, model: str, args: argparse.Namespace, s
         capacity = await saturate(client, concurrency, args.duration_s, args.warmup_s)
         phases.mark()
         rate = capacity * OVERLOAD
-        before = server.histogram("edgetier_queue_wait_us", model)
+        before = histogram(server, "edgetier_queue_wait_us", model)
         records, late = await overload(client, rate, args.duration_s, args.warmup_s, seed)
-        after = server.histogram("edgetier_queue_wait_us", model)
+        after = histogram(server, "edgetier_queue_wait_us", model)
         phases.mark()
     finally:
         await client.close()
@@ -368,7 +368,8 @@ def prepare(repo: Path) -> None:
 
 async def run(args: argparse.Namespace) -> list[Round]:
     rounds: list[Round] = []
-    with ServerProcess(args.repo, Path("var/bench/admission-server.log")) as server:
+    logs = Path("var/bench/admission-server")
+    with ServerProcess(args.repo, logs, metrics=True, wait_ready=True) as server:
         for index in range(args.rounds):
             order = args.models if index % 2 == 0 else list(reversed(args.models))
             for model in order:
@@ -437,6 +438,18 @@ def main() -> None:
             f"| {m['refusal_p99_ms']:.1f} ms | {m['refusal_p50_ms']:.1f} ms |"
         )
     print(f"wrote {path}")
+
+
+def histogram(server: ServerProcess, name: str, model: str) -> dict[float, float]:
+    """A histogram of the server's metrics for one model: upper bound -> count."""
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(server.metrics_text()):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket" and sample.labels.get("model") == model:
+                buckets[float(sample.labels["le"])] = sample.value
+    return buckets
 
 
 if __name__ == "__main__":

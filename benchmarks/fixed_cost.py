@@ -51,7 +51,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 import yaml
-from _harness import RESULTS, null_grpc_service, save, serve, timed, wait_ready
+from _harness import RESULTS, null_grpc_service, save, timed, wait_ready
 from onnx import TensorProto, helper
 
 from edgetier.batching import DynamicBatcher, batch
@@ -65,7 +65,7 @@ from edgetier.bench import (
 )
 from edgetier.runtime import ModelRepository, load_engine
 from edgetier.synthetic import build_demo_repository
-from edgetier.testing import free_port
+from edgetier.testing import ServerProcess, free_port
 
 Timed = Callable[[int], list[int]]  # n requests -> their latencies in ns
 
@@ -342,8 +342,9 @@ def main() -> None:
     engines = {
         m: load_engine(models.model_path(m.name, 1), models.config(m.name)) for m in (SMALL, FRAME)
     }
-    http_port, grpc_port, null_port = free_port(), free_port(), free_port()
-    server = serve(repo, http_port=http_port, grpc_port=grpc_port)
+    server = ServerProcess(repo, Path("var/bench/fixed_cost-server"), "--log-level", "warning")
+    http_port, grpc_port, null_port = server.http_port, server.grpc_port, free_port()
+    server.start()
     null = null_grpc_service(null_port)
     paths: list[_Paths] = []
     try:
@@ -360,9 +361,9 @@ def main() -> None:
     finally:
         for path in paths:
             path.close()
-        for proc in (server, null):
-            proc.terminate()
-            proc.wait(30)
+        server.stop()
+        null.terminate()
+        null.wait(30)
 
     common = [
         f"{args.repeats} rounds in alternating order; each row is the round with the median "

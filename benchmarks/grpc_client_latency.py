@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from _harness import RESULTS, null_grpc_service, save, serve, timed, wait_ready
+from _harness import RESULTS, null_grpc_service, save, timed, wait_ready
 
 from edgetier.bench import BenchResult, latency_summary, make_report
 from edgetier.runtime import ModelRepository, load_engine
 from edgetier.synthetic import build_demo_repository
-from edgetier.testing import free_port
+from edgetier.testing import ServerProcess, free_port
 
 
 async def _timed_async(call, n: int) -> list[int]:  # type: ignore[no-untyped-def]
@@ -108,8 +108,11 @@ def main() -> None:
         ModelRepository(repo).model_path("small", 1), ModelRepository(repo).config("small")
     )
     x = np.random.default_rng(0).random((1, 16), dtype=np.float32)
-    port, null_port = free_port(), free_port()
-    server = serve(repo, http_port=0, grpc_port=port)
+    server = ServerProcess(
+        repo, Path("var/bench/grpc_client_latency-server"), "--log-level", "warning"
+    )
+    port, null_port = server.grpc_port, free_port()
+    server.start()
     null = null_grpc_service(null_port)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -133,9 +136,9 @@ def main() -> None:
         for c in clients:
             c.close()
         loop.close()
-        for proc in (server, null):
-            proc.terminate()
-            proc.wait(30)
+        server.stop()
+        null.terminate()
+        null.wait(30)
 
     rows = []
     for name, runs in samples.items():

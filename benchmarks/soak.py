@@ -37,10 +37,10 @@ import psutil
 import tritonclient.grpc.aio as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
-from _server_process import ServerProcess
 
 from edgetier.bench import RequestSender, poisson_arrivals
-from edgetier.runtime import build_demo_repository
+from edgetier.synthetic import build_demo_repository
+from edgetier.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -265,7 +265,8 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command = shlex.join(["python", "benchmarks/soak.py", *sys.argv[1:]])
     load_before = os.getloadavg()
-    with ServerProcess(args.repo, Path("var/bench/soak-server.log"), *SERVER_OPTIONS) as server:
+    logs = Path("var/bench/soak-server")
+    with ServerProcess(args.repo, logs, *SERVER_OPTIONS, metrics=True, wait_ready=True) as server:
         soak = Soak(server, args)
         asyncio.run(soak.run())
     samples = soak.samples

@@ -15,11 +15,15 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from server_process import read_response
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from edgetier.runtime import DATATYPES, to_numpy_dtype
-from edgetier.testing import RunningServer, demo_repository, edit_config, running_server
+from edgetier.testing import (
+    RunningServer,
+    demo_repository,
+    edit_config,
+    running_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +151,18 @@ def test_a_large_request_is_refused_before_its_body_is_read(tmp_path: Path) -> N
         assert "overloaded" in answer["error"]
         first.result(30)
         assert version.batcher.stats.rejected_count == 1
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
+    """One HTTP response (with Content-Length) from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    while len(body) < int(headers.get("content-length", 0)):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, json.loads(body) if body else None

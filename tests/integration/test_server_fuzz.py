@@ -17,10 +17,9 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_process import ServeProcess
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from edgetier.testing import demo_repository
+from edgetier.testing import ServerProcess, demo_repository
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +35,7 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(Heal
 class Target:
     """The server under fuzz, and its memory when the fuzzing began."""
 
-    def __init__(self, served: ServeProcess) -> None:
+    def __init__(self, served: ServerProcess) -> None:
         self.served = served
         self.process = psutil.Process(served.pid)
         self.start_rss = 0
@@ -59,7 +58,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         "--http-body-timeout-s",
         str(BODY_TIMEOUT_S),
     ]
-    with ServeProcess(repo, base / "logs", *options) as served:
+    with ServerProcess(repo, base / "logs", *options) as served:
         fuzzed = Target(served)
         for body in (_simple_body(), _simple_body()):  # warm: every path taken once
             assert _http(served.http_port, _request("POST", "/v2/models/simple/infer", body))

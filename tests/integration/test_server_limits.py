@@ -15,9 +15,8 @@ import numpy as np
 import psutil
 import pytest
 import tritonclient.grpc as grpcclient
-from server_process import ServeProcess
 
-from edgetier.testing import RunningServer, demo_repository, running_server
+from edgetier.testing import RunningServer, ServerProcess, demo_repository, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -255,7 +254,7 @@ def test_idle_connections_cannot_exhaust_the_server(tmp_path: Path) -> None:
         "--grpc-handshake-timeout-s",
         "1",
     ]
-    with ServeProcess(repo, tmp_path / "logs", *options) as served:
+    with ServerProcess(repo, tmp_path / "logs", *options) as served:
         process = psutil.Process(served.pid)
         baseline = process.num_fds()
         idle: list[socket.socket] = []

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from server_process import ServeProcess
 from tritonclient.utils import InferenceServerException
 
-from edgetier.testing import demo_repository, running_server
+from edgetier.testing import ServerProcess, demo_repository, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -59,9 +58,9 @@ def test_explicit_mode_waits_for_the_models_it_was_asked_to_load(tmp_path: Path)
 def test_serve_no_strict_readiness_is_ready_without_its_models(tmp_path: Path) -> None:
     repo = demo_repository(tmp_path / "repo", ("simple",))
     add_broken_model(repo)
-    with ServeProcess(repo, tmp_path / "strict") as served:
+    with ServerProcess(repo, tmp_path / "strict") as served:
         assert served.get("/v2/health/ready")[0] == 503
-    with ServeProcess(repo, tmp_path / "lenient", "--no-strict-readiness") as served:
+    with ServerProcess(repo, tmp_path / "lenient", "--no-strict-readiness") as served:
         assert served.get("/v2/health/ready")[0] == 200
 
 

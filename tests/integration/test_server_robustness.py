@@ -22,11 +22,16 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
-from server_process import ServeProcess
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from edgetier.testing import RunningServer, demo_repository, edit_config, running_server
+from edgetier.testing import (
+    RunningServer,
+    ServerProcess,
+    demo_repository,
+    edit_config,
+    running_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +69,7 @@ def test_a_region_shrunk_under_the_server_is_a_4xx_and_the_server_lives(tmp_path
     handle = shm.create_shared_memory_region(key, f"/{key}", 128)
     try:
         shm.set_shared_memory_region(handle, [np.ones((1, 32), np.int32)])
-        with ServeProcess(repo, tmp_path / "logs") as served:
+        with ServerProcess(repo, tmp_path / "logs") as served:
             http_client = httpclient.InferenceServerClient(f"127.0.0.1:{served.http_port}")
             grpc_client = grpcclient.InferenceServerClient(served.grpc_url)
             http_client.register_system_shared_memory("in", f"/{key}", 128)

@@ -15,10 +15,9 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from server_process import ServeProcess, read_response
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from edgetier.testing import demo_repository, edit_config
+from edgetier.testing import ServerProcess, demo_repository, edit_config
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +27,7 @@ def test_sigterm_refuses_new_work_finishes_old_and_ends_stalled_uploads(tmp_path
     # the request in flight waits 3 s in the queue: SIGTERM comes while it waits
     edit_config(repo, "small", dynamic_batching={"max_queue_delay_microseconds": 3_000_000})
     options = ["--http-body-timeout-s", "2", "--drain-timeout-s", "60"]
-    with ServeProcess(repo, tmp_path / "logs", *options) as served:
+    with ServerProcess(repo, tmp_path / "logs", *options) as served:
         port = served.http_port
         stalled = []
         for _ in range(3):
@@ -94,3 +93,18 @@ def test_sigterm_refuses_new_work_finishes_old_and_ends_stalled_uploads(tmp_path
         keep_alive.close()
         assert served.proc.wait(30) == 0
     assert "drain timeout" not in served.err
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
+    """One HTTP response (with Content-Length) from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    while len(body) < int(headers.get("content-length", 0)):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, json.loads(body) if body else None

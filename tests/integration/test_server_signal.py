@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from server_process import ServeProcess
 
-from edgetier.testing import demo_repository, edit_config
+from edgetier.testing import ServerProcess, demo_repository, edit_config
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +24,7 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path) -> None:
     # requests wait 1.5 s in the queue, so they are in flight when SIGTERM comes
     edit_config(repo, "small", dynamic_batching={"max_queue_delay_microseconds": 1_500_000})
     options = ["--log-format", "json", "--print-examples"]
-    with ServeProcess(repo, tmp_path / "logs", *options) as served:
+    with ServerProcess(repo, tmp_path / "logs", *options) as served:
         client = grpcclient.InferenceServerClient(served.grpc_url)
         assert client.is_server_ready()
         tensor = grpcclient.InferInput("input", [1, 16], "FP32")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from edgetier.testing._server import (
         DEMO,
         RunningServer,
+        ServerProcess,
         demo_repository,
         edit_config,
         running_server,
@@ -34,6 +35,7 @@ __all__ = [
     "Mosquitto",
     "RtspRelay",
     "RunningServer",
+    "ServerProcess",
     "ServiceProcess",
     "demo_repository",
     "edit_config",
@@ -56,6 +58,7 @@ _WHERE = {
     "ServiceProcess": "_services",
     "DEMO": "_server",
     "RunningServer": "_server",
+    "ServerProcess": "_server",
     "demo_repository": "_server",
     "edit_config": "_server",
     "running_server": "_server",

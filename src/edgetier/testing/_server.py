@@ -1,7 +1,8 @@
-"""A live inference server for tests: a demo repository and a server on free ports.
+"""A live inference server for tests: a demo repository and a server on free ports, in a
+thread of the test's process (``running_server``) or as a child process (``ServerProcess``).
 
-The server runs in a thread with its own event loop, so that synchronous clients
-(tritonclient's) can call it from the test::
+``running_server`` runs the server in a thread with its own event loop, so that
+synchronous clients (tritonclient's) can call it from the test::
 
     with running_server(demo_repository(tmp_path / "repo")) as server:
         client = InferenceServerClient(server.grpc_url)
@@ -10,18 +11,33 @@ The server runs in a thread with its own event loop, so that synchronous clients
 from __future__ import annotations
 
 import asyncio
+import http.client
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import yaml
 
 from edgetier.errors import StartupError
 
-__all__ = ["DEMO", "RunningServer", "demo_repository", "edit_config", "running_server"]
+__all__ = [
+    "DEMO",
+    "RunningServer",
+    "ServerProcess",
+    "demo_repository",
+    "edit_config",
+    "running_server",
+]
 
 DEMO = ("simple", "small", "identity")
 """The demo models the server tests use by default (the cheap ones)."""
@@ -122,3 +138,156 @@ def running_server(
     finally:
         running.call(server.stop(), timeout_s=60)
         thread.join(30)
+
+
+class ServerProcess:
+    """``edgetier serve`` as a child process on free ports, for tests and benchmarks that
+    need a real process: one a signal may kill, that gets SIGTERM, or whose memory and
+    descriptors are counted. stdout and stderr go to files in ``logs``::
+
+        with ServerProcess(repo, tmp_path / "logs", "--no-strict-readiness") as served:
+            status, body = served.get("/v2/health/ready")
+
+    It is started once both listeners answer (HTTP ``/v2/health/live``); with
+    ``wait_ready`` also once ``/v2/health/ready`` answers 200. A server that exits or does
+    not start in time raises StartupError with the end of its log.
+    """
+
+    def __init__(
+        self,
+        repo: Path,
+        logs: Path,
+        *options: str,
+        metrics: bool = False,
+        wait_ready: bool = False,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        from edgetier.testing._ports import free_port
+
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.metrics_port: int | None = free_port() if metrics else None
+        self.logs = Path(logs)
+        self.out_path, self.err_path = self.logs / "serve.out", self.logs / "serve.err"
+        self.wait_ready = wait_ready
+        self.start_timeout_s = start_timeout_s
+        self.args = [
+            str(Path(sys.executable).with_name("edgetier")),
+            "serve",
+            "--model-repository",
+            str(repo),
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--metrics-port",
+            str(self.metrics_port if self.metrics_port is not None else -1),
+            *options,
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "the server is not started"
+        return self.proc.pid
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def url(self, protocol: str) -> str:
+        """``grpc://127.0.0.1:PORT`` or ``http://127.0.0.1:PORT``."""
+        port = self.grpc_port if protocol == "grpc" else self.http_port
+        return f"{protocol}://127.0.0.1:{port}"
+
+    @property
+    def out(self) -> str:
+        return self.out_path.read_text(errors="replace") if self.out_path.exists() else ""
+
+    @property
+    def err(self) -> str:
+        return self.err_path.read_text(errors="replace") if self.err_path.exists() else ""
+
+    def start(self) -> ServerProcess:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=err)
+        deadline = time.monotonic() + self.start_timeout_s
+        while not self._started():
+            if self.proc.poll() is not None:
+                raise StartupError(
+                    f"edgetier serve exited with {self.proc.returncode}:\n{self.err[-2000:]}"
+                )
+            if time.monotonic() > deadline:
+                self.kill()
+                raise StartupError(
+                    f"edgetier serve did not start in {self.start_timeout_s} s:\n{self.err[-2000:]}"
+                )
+            time.sleep(0.1)
+        return self
+
+    def _started(self) -> bool:
+        if self.get("/v2/health/live")[0] != 200:
+            return False
+        try:  # the gRPC listener too
+            socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1).close()
+        except OSError:
+            return False
+        return not self.wait_ready or self.get("/v2/health/ready")[0] == 200
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """GET on a new connection: (status, body), or (0, b"") when nothing answers."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        except OSError:
+            return 0, b""
+        finally:
+            conn.close()
+
+    def metrics_text(self) -> str:
+        """The Prometheus endpoint's text (the server must run with ``metrics=True``)."""
+        if self.metrics_port is None:
+            raise StartupError("this server was started without metrics (metrics=True)")
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return str(answer.read().decode())
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM (a drain), then wait for the exit status."""
+        assert self.proc is not None, "the server is not started"
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """SIGTERM and wait; SIGKILL when it has not ended by then."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            self.terminate(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
