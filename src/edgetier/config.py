@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,8 +80,18 @@ def read_yaml(path: Path, *, what: str = "file") -> Any:
         raise ConfigError(f"{path}: invalid YAML: {_yaml_reason(exc)}") from None
 
 
-def validate(model: type[M], data: Any, *, source: str, what: str = "file") -> M:
-    """Validate parsed data against ``model``; every error at once in one ConfigError."""
+def validate(
+    model: type[M],
+    data: Any,
+    *,
+    source: str,
+    what: str = "file",
+    given_elsewhere: Mapping[str, tuple[str, str]] | None = None,
+) -> M:
+    """Validate parsed data against ``model``; every error at once in one ConfigError.
+
+    ``given_elsewhere``: see :func:`format_errors` (a file and command-line options merged).
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -89,7 +100,8 @@ def validate(model: type[M], data: Any, *, source: str, what: str = "file") -> M
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, source, model, what=what)) from None
+        message = format_errors(exc, source, model, what=what, given_elsewhere=given_elsewhere)
+        raise ConfigError(message) from None
     finally:
         _DEPTH.reset(token)
 
@@ -100,10 +112,20 @@ def load_file(path: Path, model: type[M], *, what: str = "file") -> M:
 
 
 def format_errors(
-    error: ValidationError, source: str, model: type[BaseModel], *, what: str = "file"
+    error: ValidationError,
+    source: str,
+    model: type[BaseModel],
+    *,
+    what: str = "file",
+    given_elsewhere: Mapping[str, tuple[str, str]] | None = None,
 ) -> str:
-    """One line per error: ``<source>: <field path>: <what is wrong>, got <value>``."""
+    """One line per error: ``<source>: <field path>: <what is wrong>, got <value>``.
+
+    ``given_elsewhere`` maps a top-level field to (source, name) where its value came from
+    somewhere else than ``source`` (``{"http_port": ("command line", "--http-port")}``).
+    """
     details = error.errors(include_url=False)
+    elsewhere = given_elsewhere or {}
     lines = []
     for detail in details:
         loc = list(detail["loc"])
@@ -111,10 +133,14 @@ def format_errors(
         if isinstance(cause, FieldError):
             loc.extend(_split_path(cause.field))
         path, parent = _walk(model, loc)
-        lines.append(f"{source}: {path or '(top level)'}: {_describe(detail, parent, loc)}")
+        where, shown = source, path or "(top level)"
+        if loc and str(loc[0]) in elsewhere:
+            where, name = elsewhere[str(loc[0])]
+            shown = name + path[len(str(loc[0])) :]
+        lines.append(f"{where}: {shown}: {_describe(detail, parent, loc)}")
     if len(lines) == 1:
         return lines[0]
-    head = f"{source}: the {what} has {len(lines)} errors"
+    head = f"{source}: {len(lines)} errors in the {what}"
     return "\n".join([head, *("  " + line for line in lines)])
 
 

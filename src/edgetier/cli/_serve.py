@@ -6,12 +6,20 @@ from pathlib import Path
 
 import typer
 
-_MODES = ("none", "poll", "explicit")
-
 
 def serve(
-    model_repository: Path = typer.Option(
-        ..., "--model-repository", help="Model repository: <repo>/<model>/<version>/model.onnx."
+    ctx: typer.Context,
+    model_repository: Path | None = typer.Option(
+        None,
+        "--model-repository",
+        help="Model repository: <repo>/<model>/<version>/model.onnx (required here or in "
+        "--config).",
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="A YAML file of these options (their names with '_': http_port: 9000); the "
+        "options given here override it.",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     http_port: int = typer.Option(8000, "--http-port", help="HTTP port (0 = any free port)."),
@@ -98,52 +106,55 @@ def serve(
     ),
 ) -> None:
     """Serve the models of a repository over KServe v2 HTTP and gRPC."""
-    from pydantic import ValidationError
-
+    from edgetier.config import read_yaml, validate
+    from edgetier.errors import ConfigError
     from edgetier.server import ServerSettings
 
-    if model_control_mode not in _MODES:
-        raise typer.BadParameter(
-            f"must be one of {', '.join(_MODES)}, got {model_control_mode!r}",
-            param_hint="--model-control-mode",
-        )
-    if not model_repository.is_dir():
-        raise typer.BadParameter(
-            f"{model_repository} is not a directory", param_hint="--model-repository"
-        )
+    given = {
+        name: value
+        for name, value in ctx.params.items()
+        if name not in _NOT_SETTINGS and _from_command_line(ctx, name)
+    }
+    if "metrics_port" in given and given["metrics_port"] < 0:
+        given["metrics_port"] = None
+    if "load_model" in given:
+        given["load_models"] = given.pop("load_model")
+    data: dict[str, object] = {}
+    source = "command line"
     try:
-        settings = ServerSettings(
-            model_repository=model_repository,
-            host=host,
-            http_port=http_port,
-            grpc_port=grpc_port,
-            metrics_port=None if metrics_port < 0 else metrics_port,
-            model_control_mode=model_control_mode,  # type: ignore[arg-type]
-            load_models=load_model,
-            repository_poll_secs=repository_poll_secs,
-            max_request_size_bytes=max_request_size_bytes,
-            log_format=log_format,  # type: ignore[arg-type]
-            log_level=log_level,  # type: ignore[arg-type]
-            drain_timeout_s=drain_timeout_s,
-            strict_readiness=strict_readiness,
-            http_header_timeout_s=http_header_timeout_s,
-            http_body_timeout_s=http_body_timeout_s,
-            http_keepalive_timeout_s=http_keepalive_timeout_s,
-            http_max_header_bytes=http_max_header_bytes,
-            http_max_connections=http_max_connections,
-            grpc_max_connections=grpc_max_connections,
-            grpc_max_concurrent_streams=grpc_max_concurrent_streams,
-            grpc_max_connection_idle_s=grpc_max_connection_idle_s,
-            grpc_max_connection_age_s=grpc_max_connection_age_s,
-            grpc_max_connection_age_grace_s=grpc_max_connection_age_grace_s,
-            grpc_handshake_timeout_s=grpc_handshake_timeout_s,
-            grpc_keepalive_time_s=grpc_keepalive_time_s,
-            grpc_keepalive_timeout_s=grpc_keepalive_timeout_s,
-            grpc_min_ping_interval_s=grpc_min_ping_interval_s,
+        if config is not None:
+            loaded = read_yaml(config, what="serve options")
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{config}: the serve options must be a mapping of fields")
+            data, source = loaded, str(config)
+        data.update(given)
+        if "model_repository" not in data:
+            raise ConfigError(
+                "command line: --model-repository: required (or model_repository in --config)"
+            )
+        elsewhere = {name: ("command line", _flag(name)) for name in given}
+        settings = validate(
+            ServerSettings, data, source=source, what="serve options", given_elsewhere=elsewhere
         )
-    except ValidationError as exc:
-        typer.echo(f"error: invalid option: {exc}", err=True)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    from edgetier.server._run import run_until_signal
+    if not settings.model_repository.is_dir():
+        raise typer.BadParameter(
+            f"{settings.model_repository} is not a directory", param_hint="--model-repository"
+        )
+    from edgetier.server import run_until_signal
 
     raise typer.Exit(run_until_signal(settings, print_examples=print_examples))
+
+
+_NOT_SETTINGS = frozenset({"config", "print_examples"})
+
+
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _flag(field: str) -> str:
+    return "--" + {"load_models": "load_model"}.get(field, field).replace("_", "-")

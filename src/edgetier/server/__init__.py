@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from edgetier.server._logging import setup_logging
 from edgetier.server._manager import ModelState
+from edgetier.server._run import run_until_signal
 from edgetier.server._server import InferenceServer
 from edgetier.server._settings import ServerSettings
 from edgetier.server._shm import SharedMemoryRegistry
@@ -21,5 +22,6 @@ __all__ = [
     "ModelState",
     "ServerSettings",
     "SharedMemoryRegistry",
+    "run_until_signal",
     "setup_logging",
 ]

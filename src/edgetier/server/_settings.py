@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from edgetier.config import ConfigModel
 
 DEFAULT_MAX_REQUEST_SIZE_BYTES = 64 * 1024 * 1024
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(ConfigModel):
     """Options of :class:`edgetier.server.InferenceServer` (and of ``edgetier serve``).
 
     Ports may be 0: the system picks a free one and the server reports it.

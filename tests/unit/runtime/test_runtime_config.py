@@ -211,7 +211,7 @@ def test_name_must_match_directory(tmp_path: Path) -> None:
 def test_several_errors_are_all_reported(tmp_path: Path) -> None:
     message = _error(tmp_path, "max_batch_size: -1\nfoo: 1\n")
     lines = message.split("\n")
-    assert lines[0] == "the model config has 2 errors"
+    assert lines[0] == "2 errors in the model config"
     assert len(lines) == 3
     assert any("config.yaml: foo: unknown field" in line for line in lines)
     assert any("config.yaml: max_batch_size: must be >= 0, got -1" in line for line in lines)
