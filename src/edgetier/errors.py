@@ -29,6 +29,7 @@ __all__ = [
     "StageError",
     "StartupError",
     "UnsupportedError",
+    "UsageError",
 ]
 
 
@@ -83,7 +84,10 @@ class ModelLoadError(EdgeTierError):
 
 
 class QueueFullError(EdgeTierError):
-    """Raised when a model's queue is at max_queue_size: the request is refused at once."""
+    """Raised when a request is refused at once for overload: its model's queue is at
+    max_queue_size, or its estimated wait in the queue is over its budget
+    (max_queue_wait_microseconds or the request's own timeout). ``retry_after_s`` says
+    when the queue should have room."""
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
@@ -133,6 +137,11 @@ class StartupError(EdgeTierError, RuntimeError):
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
+
+
+class UsageError(EdgeTierError, RuntimeError):
+    """Raised when an API is used against its contract by the calling code (not by a
+    client's request): a batcher called from another event loop, say."""
 
 
 class UnsupportedError(EdgeTierError):

@@ -34,6 +34,7 @@ from edgetier.errors import (
     QueueFullError,
     RequestTimeoutError,
     ShutdownError,
+    UsageError,
 )
 
 _NEW, _RUNNING, _DRAINING, _STOPPED = "new", "running", "draining", "stopped"
@@ -313,7 +314,10 @@ class DynamicBatcher:
             self._stats.rejected_count += 1
             raise self._not_running()
         if asyncio.get_running_loop() is not self._loop:
-            raise RuntimeError(f"batcher {self.name!r} runs on another event loop")
+            raise UsageError(
+                f"batcher {self.name!r} was started on another event loop; submit from the "
+                "loop that started it"
+            )
         request = self._make_request(inputs, priority, timeout_us)
         with self._lock:
             if (

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgetier.errors import InvalidInputError
-from edgetier.runtime._datatypes import element_size, to_numpy_dtype
+from edgetier.runtime import element_size, to_numpy_dtype
 
 _LEN = struct.Struct("<I")
 _JSON_KINDS: dict[str, str] = {"BOOL": "b", "BYTES": "U"}

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgetier.errors import InvalidInputError
-from edgetier.runtime._datatypes import to_numpy_dtype
+from edgetier.runtime import to_numpy_dtype
 
 MAX_ELEMENTS = 2**48
 """Bound on a shape's dims (zeros counted as 1): numpy cannot even describe much larger
