@@ -22,6 +22,7 @@ from edgetier.testing import (
     RunningServer,
     demo_repository,
     edit_config,
+    read_http_response,
     running_server,
 )
 
@@ -146,23 +147,8 @@ def test_a_large_request_is_refused_before_its_body_is_read(tmp_path: Path) -> N
         wait_until_queued(server, 1, model="identity")
         with socket.create_connection(("127.0.0.1", server.server.http_port), timeout=30) as sock:
             sock.sendall(head + header + data[:1024])  # the rest of the body never comes
-            status, headers, answer = read_response(sock)
+            status, headers, answer = read_http_response(sock)
         assert status == 503 and int(headers["retry-after"]) >= 1
         assert "overloaded" in answer["error"]
         first.result(30)
         assert version.batcher.stats.rejected_count == 1
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
-    """One HTTP response (with Content-Length) from a raw socket."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed after {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    while len(body) < int(headers.get("content-length", 0)):
-        body += sock.recv(65536)
-    return int(lines[0].split()[1]), headers, json.loads(body) if body else None

@@ -17,7 +17,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from edgetier.testing import ServerProcess, demo_repository, edit_config
+from edgetier.testing import ServerProcess, demo_repository, edit_config, read_http_response
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def test_sigterm_refuses_new_work_finishes_old_and_ends_stalled_uploads(tmp_path
             stalled.append(sock)
         keep_alive = socket.create_connection(("127.0.0.1", port), timeout=30)
         keep_alive.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert read_response(keep_alive)[0] == 200
+        assert read_http_response(keep_alive)[0] == 200
 
         client = grpcclient.InferenceServerClient(served.grpc_url)
         tensor = grpcclient.InferInput("input", [1, 16], "FP32")
@@ -67,7 +67,7 @@ def test_sigterm_refuses_new_work_finishes_old_and_ends_stalled_uploads(tmp_path
             b"POST /v2/models/small/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
             % (len(body), body)
         )
-        status, headers, answer = read_response(keep_alive)
+        status, headers, answer = read_http_response(keep_alive)
         assert status == 503 and int(headers["retry-after"]) >= 1
         assert "shutting down" in answer["error"]
         # and over gRPC: UNAVAILABLE with the retry hint in the trailing metadata
@@ -86,25 +86,10 @@ def test_sigterm_refuses_new_work_finishes_old_and_ends_stalled_uploads(tmp_path
         caller.join(30)
         assert len(in_flight) == 1 and in_flight[0].shape == (1, 4)  # it finished
         for sock in stalled:  # their body timeout, not the drain's end, ended them
-            status, headers, answer = read_response(sock)
+            status, headers, answer = read_http_response(sock)
             assert status == 408 and headers["content-type"] == "application/json"
             assert "body stopped arriving" in answer["error"]
             sock.close()
         keep_alive.close()
         assert served.proc.wait(30) == 0
     assert "drain timeout" not in served.err
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
-    """One HTTP response (with Content-Length) from a raw socket."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed after {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    while len(body) < int(headers.get("content-length", 0)):
-        body += sock.recv(65536)
-    return int(lines[0].split()[1]), headers, json.loads(body) if body else None

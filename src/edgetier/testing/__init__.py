@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         ServerProcess,
         demo_repository,
         edit_config,
+        read_http_response,
         running_server,
     )
     from edgetier.testing._services import Mosquitto, RtspRelay, ServiceProcess
@@ -44,6 +45,7 @@ __all__ = [
     "make_random_classifier",
     "make_random_detector",
     "make_tflite_mlp",
+    "read_http_response",
     "running_server",
     "tflite_mlp_reference",
     "wait_for_port",
@@ -61,6 +63,7 @@ _WHERE = {
     "ServerProcess": "_server",
     "demo_repository": "_server",
     "edit_config": "_server",
+    "read_http_response": "_server",
     "running_server": "_server",
     "make_random_classifier": "_models",
     "make_random_detector": "_models",

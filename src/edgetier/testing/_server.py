@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import shutil
 import signal
 import socket
@@ -36,6 +37,7 @@ __all__ = [
     "ServerProcess",
     "demo_repository",
     "edit_config",
+    "read_http_response",
     "running_server",
 ]
 
@@ -291,3 +293,20 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def read_http_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
+    """One HTTP response (with Content-Length) from a raw socket: status, headers (lower
+    case), and the body as JSON (None when empty). For tests that speak HTTP by hand."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"connection closed after {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    while len(body) < int(headers.get("content-length", 0)):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, json.loads(body) if body else None
