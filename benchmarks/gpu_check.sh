@@ -11,7 +11,9 @@
 #   2. measures TensorRT FP16, CUDA FP32 and CPU on ResNet-50 (random weights, the demo
 #      repository's) at batch 1 and 8, with energy per inference (edgetier bench model);
 #   3. checks the TensorRT engine cache: reused across restarts, not across versions;
-#   4. records NVML telemetry (edgetier hw probe, edgetier hw top);
+#   4. records NVML telemetry (edgetier hw probe, edgetier hw top), which energy meter is
+#      chosen and whether it measures, the thermal governor on live readings, and the
+#      server's Triton-style GPU metrics (nv_gpu_*, nv_energy_consumption);
 #   5. compares the server with raw ONNX Runtime on the GPU (edgetier bench compare).
 # Everything lands in var/gpu-check/<date>/ with a summary.md; see docs/gpu.md.
 set -euo pipefail
@@ -42,7 +44,8 @@ EdgeTier GPU check kit: the plan
   2 engines   edgetier bench model resnet50 --providers tensorrt,cuda,cpu
               --precisions fp32,fp16 --batch-sizes 1,8 (${MEASURE_S} s x ${REPEATS}, energy on)
   3 cache     python benchmarks/gpu_engine_cache.py: cold build, restart, version 2
-  4 telemetry edgetier hw probe; edgetier hw top --json --count 5
+  4 telemetry edgetier hw probe; edgetier hw top --json --count 5; the energy meter;
+              edgetier hw govern --count 5; the server's nv_gpu_* / nv_energy metrics
   5 server    edgetier bench compare resnet50 --systems onnxruntime,edgetier
               --provider cuda --batch-sizes 1,8 --concurrency 1,8
   outputs     $OUT (summary.md, *.json, *.md, logs)
@@ -124,6 +127,18 @@ run cache 150 "$VENV/bin/python" benchmarks/gpu_engine_cache.py \
     --repo "$OUT/cache-repo" --out "$OUT/engine-cache.json"
 run probe 30 "$ET" hw probe
 run top 30 "$ET" hw top --json --count 5 --interval-s 0.5
+run energy 30 "$VENV/bin/python" -c "
+import time
+from edgetier.hardware import open_energy_meter
+meter = open_energy_meter(); meter.start(); time.sleep(5)
+print('source', meter.source, 'estimated', meter.estimated, 'joules', meter.stop())"
+run govern 30 "$ET" hw govern --count 5 --interval-s 1
+run metrics 60 bash -c '
+"$0" serve --model-repository "$1" --http-port 0 --grpc-port 0 --metrics-port 18002 \
+    --log-level warning & pid=$!
+for _ in $(seq 60); do curl -sf localhost:18002/metrics >/dev/null && break; sleep 1; done
+curl -s localhost:18002/metrics | grep -E "^(# TYPE )?nv_(gpu|energy)"
+kill -TERM $pid; wait $pid' "$ET" "$OUT/models"
 run server 120 "$ET" bench compare "$OUT/models/resnet50" --systems onnxruntime,edgetier \
     --provider cuda --batch-sizes 1,8 --concurrency 1,8 --duration-s "$MEASURE_S" \
     --repeats 1 --no-plots --no-progress --out "$OUT/server"
