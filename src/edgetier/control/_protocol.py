@@ -1,0 +1,132 @@
+"""The agent protocol: the messages between a node's agent and the controller (``/v1``).
+
+An agent enrols once with a one-time token and receives a node credential; from then on
+every request carries ``Authorization: Bearer <credential>`` and may concern its own node
+only. Heartbeats carry telemetry and the actual state; desired state is fetched with a
+conditional, long-polling GET; events and telemetry leave through the agent's outbox as
+records numbered per node, which the controller ingests idempotently::
+
+    POST /v1/enrol                         EnrolRequest      -> EnrolResponse
+    POST /v1/nodes/{node}/heartbeat        Heartbeat         -> HeartbeatReply
+    GET  /v1/nodes/{node}/desired?wait_s=  (If-None-Match)   -> DesiredState | 304
+    POST /v1/nodes/{node}/records          RecordBatch       -> RecordAck
+    GET  /v1/artifacts/{digest}            (assigned to the node)  -> the bytes
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from edgetier.config import ConfigModel
+from edgetier.control._resources import (
+    NAME_PATTERN,
+    Condition,
+    ModelVersionInfo,
+    TelemetrySummary,
+    Tier,
+)
+
+__all__ = [
+    "Assignment",
+    "DesiredState",
+    "EnrolRequest",
+    "EnrolResponse",
+    "Heartbeat",
+    "HeartbeatReply",
+    "Record",
+    "RecordAck",
+    "RecordBatch",
+    "WorkloadState",
+]
+
+MAX_WAIT_S = 60.0
+"""The longest a desired-state long poll is held open."""
+MAX_RECORDS = 500
+"""The most records one RecordBatch may carry."""
+
+
+class _Message(ConfigModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnrolRequest(_Message):
+    token: str = Field(min_length=16, description="the one-time enrolment token")
+    name: str = Field(pattern=NAME_PATTERN)
+    tier: Tier
+    profile: str = Field(min_length=1, description="hardware catalog id it presents")
+    labels: dict[str, str] = Field(default_factory=dict)
+    capacity: dict[str, float] = Field(default_factory=dict)
+
+
+class EnrolResponse(_Message):
+    node: str
+    credential: str = Field(description="the node's bearer token; shown once")
+    expires_at: datetime
+
+
+class WorkloadState(_Message):
+    """What a node runs for one deployment, as its agent sees it."""
+
+    deployment: str
+    generation: int = Field(ge=0)
+    phase: Literal["Pending", "Downloading", "Starting", "Running", "Failed", "Stopped"]
+    conditions: list[Condition] = Field(default_factory=list)
+    endpoint: str | None = Field(default=None, description="where it serves (host:port)")
+
+
+class Heartbeat(_Message):
+    telemetry: TelemetrySummary = Field(default_factory=TelemetrySummary)
+    conditions: list[Condition] = Field(default_factory=list)
+    workloads: list[WorkloadState] = Field(default_factory=list)
+    desired_generation: int = Field(default=0, ge=0, description="the generation it runs")
+    outbox_pending: int = Field(default=0, ge=0)
+
+
+class HeartbeatReply(_Message):
+    desired_generation: int = Field(ge=0, description="fetch desired state when it differs")
+    heartbeat_interval_s: float = Field(gt=0)
+
+
+class Assignment(_Message):
+    """One deployment's share of this node: what to run and how much of it."""
+
+    deployment: str
+    generation: int = Field(ge=0)
+    kind: Literal["model", "pipeline"]
+    model: ModelVersionInfo | None = None
+    config: dict[str, Any] = Field(default_factory=dict, description="the model's config.yaml")
+    pipeline: dict[str, Any] | None = Field(default=None, description="the pipeline file")
+    streams: int = Field(default=0, ge=0)
+    replica: int = Field(default=0, ge=0)
+
+
+class DesiredState(_Message):
+    """Everything a node should run; its ``generation`` is also its ETag."""
+
+    node: str
+    generation: int = Field(ge=0)
+    assignments: list[Assignment] = Field(default_factory=list)
+
+
+class Record(_Message):
+    """One outbox record: an event or a telemetry sample, numbered per node from 1."""
+
+    sequence: int = Field(ge=1)
+    time: datetime
+    kind: str = Field(min_length=1, max_length=64)
+    subject: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class RecordBatch(_Message):
+    records: list[Record] = Field(min_length=1, max_length=MAX_RECORDS)
+
+
+class RecordAck(_Message):
+    """Every record up to ``acked_through`` is stored; the agent may drop them."""
+
+    acked_through: int = Field(ge=0)
+    duplicates: int = Field(default=0, ge=0, description="records already stored, ignored")
