@@ -35,6 +35,7 @@ __all__ = [
     "NodeSpec",
     "NodeStatus",
     "PipelineRef",
+    "PlacedLoad",
     "Placement",
     "Selector",
     "TelemetrySummary",
@@ -97,7 +98,8 @@ class NodeSpec(_Model):
     profile: str = Field(description="hardware catalog id, e.g. jetson-xavier-nx")
     capacity: dict[str, float] = Field(
         default_factory=dict,
-        description="what it offers beyond the profile: memory_gb, streams, power_budget_w",
+        description="what it offers beyond the profile: memory_gb, streams (1080p30 decode), "
+        "power_budget_w, thermal_limit_c",
     )
     unschedulable: bool = Field(default=False, description="drained: nothing new lands here")
 
@@ -112,11 +114,21 @@ class TelemetrySummary(_Model):
     memory_used_bytes: int | None = Field(default=None, ge=0)
 
 
+class PlacedLoad(_Model):
+    """What one deployment placed on a node takes of it (copied from its ``Placement``)."""
+
+    share: float = Field(default=0.0, ge=0, le=1, description="of the node's inference capacity")
+    streams: int = Field(default=0, ge=0, description="video streams it decodes there")
+
+
 class NodeStatus(_Model):
     conditions: list[Condition] = Field(default_factory=list)
     last_heartbeat: datetime | None = None
     telemetry: TelemetrySummary = Field(default_factory=TelemetrySummary)
     placements: list[str] = Field(default_factory=list, description="deployments placed here")
+    load: dict[str, PlacedLoad] = Field(
+        default_factory=dict, description="by deployment name: what each placed one takes"
+    )
 
 
 class Node(_Resource):
@@ -195,7 +207,10 @@ class Placement(_Model):
 
     node: str
     replica: int = Field(ge=0)
-    streams: int = Field(default=0, ge=0)
+    streams: int = Field(default=0, ge=0, description="for a pipeline: the streams it carries")
+    share: float = Field(
+        default=0.0, ge=0, le=1, description="of the node's inference capacity it takes"
+    )
     reason: str = ""
 
 

@@ -7,7 +7,16 @@ meter = open_energy_meter(); meter.start(); ...; joules = meter.stop()
 
 from __future__ import annotations
 
-from edgetier.hardware._advisor import Verdict, Workload, advise, batch_time_s, candidates
+from edgetier.hardware._advisor import (
+    MAX_UTILISATION,
+    Verdict,
+    Workload,
+    advise,
+    batch_time_s,
+    candidates,
+    estimate,
+    peak_rate,
+)
 from edgetier.hardware._catalog import Catalog, DeviceProfile, PowerMode, get_profile, load_catalog
 from edgetier.hardware._energy import (
     EnergyMeter,
@@ -38,6 +47,7 @@ from edgetier.hardware._zones import governing_temperature_c
 
 __all__ = [
     "DEFAULT_LEVELS",
+    "MAX_UTILISATION",
     "Catalog",
     "DeviceProfile",
     "EnergyMeter",
@@ -63,6 +73,7 @@ __all__ = [
     "advise",
     "batch_time_s",
     "candidates",
+    "estimate",
     "fingerprint",
     "get_profile",
     "governing_temperature_c",
@@ -70,6 +81,7 @@ __all__ = [
     "load_catalog",
     "model_cost",
     "open_energy_meter",
+    "peak_rate",
     "probe",
     "sample_from_tegrastats",
     "simulate",

@@ -37,6 +37,7 @@ __all__ = [
     "advise",
     "candidates",
     "estimate",
+    "peak_rate",
 ]
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -341,6 +342,41 @@ def estimate(
         basis,
         reasons,
     )
+
+
+def peak_rate(
+    cost: ModelCost,
+    cand: Candidate,
+    latency_ms: float,
+    *,
+    power_budget_w: float | None = None,
+    correction: float = 1.0,
+    basis: str = "estimate",
+) -> tuple[float, Verdict]:
+    """The most inferences/s the device carries within ``latency_ms``, and the verdict there.
+
+    :func:`estimate` answers for a given rate; a scheduler asks the reverse. A batch of B
+    carries rates up to ``MAX_UTILISATION x B / t(B)``, and only rates at which it fills in
+    time, ``(B - 1) / rate <= latency - t(B)``; the answer is the highest such top over the
+    batch sizes (0.0 where even one inference misses the target, or the device cannot run
+    within the power budget). The verdict is :func:`estimate`'s at that rate (its power and
+    energy per inference included), or at a trickle when the answer is 0.
+    """
+    probe = Workload(1, 1.0, latency_ms, power_budget_w)
+    _, power_scale, _ = _power_cap(cand, probe)
+    top = 0.0
+    if power_scale > 0:
+        for batch in _BATCHES:
+            t_s, _ = batch_time_s(cost, cand, batch, correction * power_scale)
+            slack_s = latency_ms / 1000 - t_s
+            if slack_s < 0:
+                break
+            rate = MAX_UTILISATION * batch / t_s
+            if batch == 1 or (batch - 1) <= rate * slack_s:
+                top = max(top, rate)
+    rate = top * (1 - 1e-9)  # just inside the limit, so that the verdict at it carries
+    work = replace(probe, fps=rate if rate > 0 else 1e-6)
+    return rate, estimate(cost, cand, work, correction=correction, basis=basis)
 
 
 def _bound(text: str) -> Literal["compute", "memory", "none"]:
