@@ -57,7 +57,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from edgetier.control._capacity import node_capacity
+from edgetier.control._capacity import NodeCapacity, node_capacity
 from edgetier.control._resources import (
     Deployment,
     ModelVersionInfo,
@@ -125,8 +125,7 @@ class Demand:
     def unit_text(self) -> str:
         if self.splits_streams:
             return f"one stream at {self.fps:g} FPS"
-        share = self.replica_streams()[0]
-        return f"a replica's {share} stream(s) at {self.fps:g} FPS"
+        return f"a replica's {self.replica_streams()[0]} stream(s) at {self.fps:g} FPS"
 
 
 def _true(node: Node, kind: str) -> bool:
@@ -336,48 +335,69 @@ class TierAwarePolicy(PlacementPolicy):
                 else "capacity unknown: the model is not known"
             )
         else:
-            total, unit = cap.per_s, demand.unit_per_s
+            total = cap.per_s
             free_full = max(0.0, (1.0 - used) * total)
             free = max(0.0, cap.capped_per_s - used * total)
             report.total_per_s = total
             report.capacity_per_s = free
             report.energy_j_per_inference = cap.energy_j_per_inference
-            taken = (
-                f", {used * 100:.0f} % of it taken by {', '.join(sorted(others))}, "
-                f"{free_full:.1f} left"
-                if used > 0
-                else ""
+            reason = self._shortage(
+                demand, node, profile, cap, others, used, (free_full, free), (budget, whose)
             )
-            needs = f"the deployment needs {unit:g} ({demand.unit_text()})"
-            if total <= 0:
-                report.rejected.append(
-                    f"capacity: one inference of this model takes {cap.one_inference_ms:.1f} ms "
-                    f"on {node.name} ({cap.label}), over the {demand.latency_ms:g} ms "
-                    "latency target"
-                )
-            elif free_full + _EPS < unit or free_full <= 0:
-                report.rejected.append(
-                    f"capacity: {node.name} carries {total:.1f} inferences/s of this model "
-                    f"within {demand.latency_ms:g} ms ({cap.label}){taken}, "
-                    + (needs if unit > 0 else "nothing is left")
-                )
-            elif free + _EPS < unit or free <= 0:
-                if cap.lowest_mode_w is not None:
-                    report.rejected.append(
-                        f"power: the lowest power mode of {node.name} ({profile.id}) draws "
-                        f"{cap.lowest_mode_w:g} W, over {whose} {budget:g} W budget"
-                    )
-                else:
-                    report.rejected.append(
-                        f"power: within {whose} {budget:g} W budget {node.name} carries "
-                        f"{free:.1f} inferences/s of this model, {needs} "
-                        f"({free_full:.1f} at full power)"
-                    )
+            if reason:
+                report.rejected.append(reason)
             if demand.splits_streams:
                 stream_limit = math.floor(free / demand.fps + _EPS)
         if demand.splits_streams:
             stream_limit = min(stream_limit, self._decoder(demand, node, profile, others, report))
             report.stream_limit = None if math.isinf(stream_limit) else int(stream_limit)
+
+    def _shortage(
+        self,
+        demand: Demand,
+        node: Node,
+        profile: DeviceProfile,
+        cap: NodeCapacity,
+        others: dict[str, PlacedLoad],
+        used: float,
+        room: tuple[float, float],
+        power_budget: tuple[float | None, str],
+    ) -> str | None:
+        """The capacity or power reason, if the node cannot carry one unit of the demand;
+        ``room`` is what it has free at full power and within the budget."""
+        assert cap.per_s is not None
+        total, unit = cap.per_s, demand.unit_per_s
+        (free_full, free), (budget, whose) = room, power_budget
+        needs = (
+            f"the deployment needs {unit:g} ({demand.unit_text()})"
+            if unit > 0
+            else "the deployment needs room for one replica"
+        )
+        if total <= 0:
+            return (
+                f"capacity: one inference of this model takes {cap.one_inference_ms:.1f} ms "
+                f"on {node.name} ({cap.label}), over the {demand.latency_ms:g} ms latency target"
+            )
+        if free_full + _EPS < unit or free_full <= 0:
+            taken = ""
+            if used > 0:
+                by = ", ".join(sorted(n for n, load in others.items() if load.share > 0))
+                taken = f", {used * 100:.0f} % of it taken by {by}, {free_full:.1f} left"
+            return (
+                f"capacity: {node.name} carries {total:.1f} inferences/s of this model within "
+                f"{demand.latency_ms:g} ms ({cap.label}){taken}, {needs}"
+            )
+        if free + _EPS < unit or free <= 0:
+            if cap.lowest_mode_w is not None:
+                return (
+                    f"power: the lowest power mode of {node.name} ({profile.id}) draws "
+                    f"{cap.lowest_mode_w:g} W, over {whose} {budget:g} W budget"
+                )
+            return (
+                f"power: within {whose} {budget:g} W budget {node.name} carries {free:.1f} "
+                f"inferences/s of this model, {needs} ({free_full:.1f} at full power)"
+            )
+        return None
 
     def _decoder(
         self,
@@ -395,7 +415,8 @@ class TierAwarePolicy(PlacementPolicy):
         limit = math.floor(decode * _DECODE_FPS / demand.fps + _EPS)
         taken = sum(load.streams for load in others.values())
         if limit - taken < 1:
-            by = f", {taken} taken by {', '.join(sorted(others))}" if taken else ""
+            names = ", ".join(sorted(n for n, load in others.items() if load.streams))
+            by = f", {taken} taken by {names}" if taken else ""
             report.rejected.append(
                 f"decoder: {node.name} decodes {limit} stream(s) at {demand.fps:g} FPS "
                 f"({decode:g} at 1080p30){by}, the deployment needs at least 1 more"

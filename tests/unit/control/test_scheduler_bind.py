@@ -175,6 +175,20 @@ def test_only_the_work_of_a_failed_node_moves(change: dict[str, object]) -> None
         if p.node in before:  # survivors keep their replica id and at least their streams
             assert p.replica == before[p.node][0] and p.streams >= before[p.node][1]
     assert sum(p.streams for p in again.placements) == 40
+    # the nodes that already run it are topped up before any other node takes a stream
+    limits = {r.node: r.stream_limit for r in again.reports}
+    if any(p.node not in before for p in again.placements):
+        assert all(p.streams == limits[p.node] for p in again.placements if p.node in before)
+
+
+def test_nodes_that_run_it_rank_first_and_are_topped_up_first() -> None:
+    d = pipeline(streams=10)
+    current = [Placement(node="zz-runs-it", replica=0, streams=3)]
+    nodes = [node("a-spare"), node("b-spare"), node("zz-runs-it")]
+    decision = schedule(d, nodes, YOLO, current=current)
+    assert decision.ranked[0].node == "zz-runs-it"
+    assert "already runs it (+1)" in decision.ranked[0].notes[-1]
+    assert [(p.node, p.streams) for p in decision.placements] == [("zz-runs-it", 7), ("a-spare", 3)]
 
 
 def test_served_replicas_stay_where_they_run() -> None:

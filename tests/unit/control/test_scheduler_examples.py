@@ -7,10 +7,13 @@ advisor's roofline estimates (no measured throughput is given).
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from scheduler_kit import model, node, pipeline, yolov8n
 
-from edgetier.control import schedule
+from edgetier.control import TierAwarePolicy, schedule
 
 
 def test_yolov8n_is_counted_as_ultralytics_publishes_it() -> None:
@@ -82,3 +85,21 @@ def test_100_streams_split_over_several_edge_nodes() -> None:
     assert len(per_node) == -(-100 // limit)
     assert all(k == limit for k in per_node[:-1])
     assert len({p.node for p in decision.placements}) == len(per_node)
+
+
+def test_the_table_in_docs_is_what_the_scheduler_computes() -> None:
+    doc = Path(__file__).parents[3] / "docs" / "scheduling.md"
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in doc.read_text(encoding="utf-8").splitlines()
+        if re.match(r"\| (jetson-|t4 |l4 |a100-)", line)
+    ]
+    assert len(rows) == 8
+    info = yolov8n()
+    for profile, tier, _, carries, streams, joules in rows:
+        report = TierAwarePolicy().filter(
+            pipeline(streams=1000, fps=30), node("x", profile, tier), info
+        )
+        assert report.total_per_s == pytest.approx(float(carries), abs=0.05), profile
+        assert report.stream_limit == int(streams.split(":")[0].split(" ")[0]), profile
+        assert report.energy_j_per_inference == pytest.approx(float(joules), abs=5e-4), profile
