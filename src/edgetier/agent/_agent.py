@@ -278,6 +278,8 @@ class Agent:
                 reply = await self.client.heartbeat(self.node, heartbeat)
             except ControllerUnreachableError as exc:
                 self._link(False, str(exc))
+            except CredentialRejectedError:
+                raise
             except ControllerError as exc:
                 log.error("heartbeat refused: %s", exc.message)
             else:
@@ -302,6 +304,8 @@ class Agent:
                 self._link(False, str(exc))
                 await self._pause(backoff.failed(), self._poll_now)
                 continue
+            except CredentialRejectedError:
+                raise
             except ControllerError as exc:
                 log.error("desired state refused: %s", exc.message)
                 await self._pause(backoff.failed(), self._poll_now)
@@ -339,6 +343,8 @@ class Agent:
                 self._link(False, str(exc))
                 await self._pause(backoff.failed(), None)
                 continue
+            except CredentialRejectedError:
+                raise
             except ControllerError as exc:
                 log.error("records refused: %s", exc.message)
                 await self._pause(backoff.failed(), None)

@@ -94,6 +94,7 @@ class Child:
         self.last_exit: int | None = None
         self._stopping = False
         self._reported = True
+        self._log_offset = 0
 
     def __repr__(self) -> str:
         return f"Child({self.name!r}, pid={self.pid})"
@@ -119,6 +120,7 @@ class Child:
         with self.log_path.open("ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(self.argv)}\n".encode())
             log.flush()
+            self._log_offset = log.tell()
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -166,12 +168,12 @@ class Child:
         return proc.returncode
 
     def log_tail(self, lines: int = 3, max_chars: int = 400) -> str:
-        """The last lines the child wrote (why it stopped, usually)."""
+        """The last lines the child wrote in its last run (why it stopped, usually)."""
         try:
             with self.log_path.open("rb") as f:
                 f.seek(0, os.SEEK_END)
                 size = f.tell()
-                f.seek(max(0, size - 8192))
+                f.seek(max(self._log_offset, size - 8192))  # this run's lines only
                 text = f.read().decode("utf-8", "replace")
         except OSError:
             return ""

@@ -231,7 +231,11 @@ class Reconciler:
                 self.workloads[dep] = status
                 status.progress("Accepted", f"generation {assignment.generation}")
             elif status.update(assignment):
+                # Running means running *this* generation: until it is, the workload starts
                 status.progress("Updated", f"generation {assignment.generation}")
+                if status.phase in ("Running", "Failed"):
+                    status.to_phase("Starting", "Updated", f"generation {assignment.generation}")
+                self._retry.pop(f"child:pipeline-{dep}", None)
             problem = _invalid(assignment)
             if problem is not None:
                 status.degrade("InvalidAssignment", problem)
@@ -266,8 +270,9 @@ class Reconciler:
         backoff: Backoff,
         reason: str,
         message: str,
-    ) -> None:
-        """Count a failed try: Degraded with the reason, Failed after enough in a row."""
+    ) -> float:
+        """Count a failed try: Degraded with the reason, Failed after enough in a row;
+        returns the delay before the next try."""
         delay = backoff.failed()
         self._later(delay + 0.01)
         text = f"{message}; try {backoff.failures}, next in {delay:.1f} s"
@@ -276,6 +281,7 @@ class Reconciler:
             status.degrade(reason, text)
             if backoff.failures >= self.settings.restart_failures:
                 status.to_phase("Failed", reason, text)
+        return delay
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -450,10 +456,10 @@ class Reconciler:
                 if server.uptime_s() >= self.settings.healthy_after_s:
                     backoff.succeeded()
                 tail = server.log_tail()
-                self._failed(
+                delay = self._failed(
                     statuses, backoff, "ServerExited", f"edgetier serve exited with {code}: {tail}"
                 )
-                self._record("child.exited", SERVER, {"exit_code": code, "log": tail})
+                self._exited(SERVER, code, tail, backoff, delay)
                 for status in statuses:
                     if status.phase == "Running":
                         status.to_phase("Starting", "ServerExited")
@@ -623,8 +629,10 @@ class Reconciler:
                 if child.uptime_s() >= self.settings.healthy_after_s:
                     backoff.succeeded()
                 tail = child.log_tail()
-                self._failed([status], backoff, "ChildExited", f"exited with {code}: {tail}")
-                self._record("child.exited", name, {"exit_code": code, "log": tail})
+                delay = self._failed(
+                    [status], backoff, "ChildExited", f"exited with {code}: {tail}"
+                )
+                self._exited(name, code, tail, backoff, delay)
                 if status.phase == "Running":
                     status.to_phase("Starting", "ChildExited")
                 return True
@@ -679,6 +687,13 @@ class Reconciler:
         self._record("child.started", name, {"pid": child.pid, "argv": argv[len(self._edgetier) :]})
         log.info("started %s (pid %d)", name, child.pid)
         return child
+
+    def _exited(self, name: str, code: int, tail: str, backoff: Backoff, delay_s: float) -> None:
+        self._record(
+            "child.exited",
+            name,
+            {"exit_code": code, "log": tail, "try": backoff.failures, "next_s": delay_s},
+        )
 
     async def _stop_child(self, child: Child, name: str) -> None:
         code = await child.stop(timeout_s=self.settings.stop_timeout_s)

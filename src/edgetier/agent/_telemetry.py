@@ -148,9 +148,10 @@ class PresentedTelemetry:
     """Figures plausible for a catalog device, marked ``simulated``.
 
     The load is the agent's own: the CPU share of its children (the inference server and
-    the pipelines it runs) on this host. Power follows the catalog's idle and TDP figures
-    linearly in that load; temperature follows a fixed idle-plus-rise model; memory is
-    what the children hold. None where the catalog lacks the figure.
+    the pipelines it runs) on this host. Power is the catalog's TDP times that load (above
+    its idle figure where the catalog gives one), the model of EdgeTier's estimated energy
+    meter; temperature follows a fixed idle-plus-rise model; memory is what the children
+    hold. None where the catalog lacks the figure.
     """
 
     def __init__(self, device: Any) -> None:
@@ -181,7 +182,7 @@ class PresentedTelemetry:
         load, rss = self._children_load()
         idle_w, tdp_w = self.device.idle_w, self.device.tdp_w
         if tdp_w is not None:
-            base_w = idle_w if idle_w is not None else 0.3 * tdp_w
+            base_w = idle_w if idle_w is not None else 0.0  # as the energy estimate's model
             power_w: float | None = base_w + load * (tdp_w - base_w)
         else:
             power_w = None

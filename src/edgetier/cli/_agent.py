@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from edgetier.cli._serve import _from_command_line
+
 
 def agent(
-    controller: str = typer.Option(
-        ..., "--controller", help="The controller's URL, e.g. http://127.0.0.1:8080."
+    ctx: typer.Context,
+    controller: str | None = typer.Option(
+        None, "--controller", help="The controller's URL, e.g. http://127.0.0.1:8080 (required)."
     ),
-    name: str = typer.Option(..., "--name", help="The node's name (a DNS label)."),
+    name: str | None = typer.Option(
+        None, "--name", help="The node's name, a DNS label (required)."
+    ),
     token: str | None = typer.Option(
         None,
         "--token",
@@ -28,7 +34,7 @@ def agent(
         help="Present this hardware catalog id instead of the probed machine (several "
         "agents on one host); its telemetry is marked simulated.",
     ),
-    labels: str = typer.Option("", "--labels", help="Node labels: k=v,k2=v2."),
+    labels: str | None = typer.Option(None, "--labels", help="Node labels: k=v,k2=v2."),
     port_base: int = typer.Option(
         9000,
         "--port-base",
@@ -43,6 +49,12 @@ def agent(
     ),
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address the server and pipeline sinks listen on."
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="A YAML file of agent settings (these options' names with '_', and the "
+        "back-off and timeout settings of docs/agent.md); the options given here override it.",
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error."),
 ) -> None:
@@ -59,24 +71,36 @@ def agent(
         ControllerError,
         CredentialRejectedError,
     )
+    from edgetier.config import read_yaml, validate
     from edgetier.errors import ConfigError
 
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    given: dict[str, Any] = {
+        key: value
+        for key, value in ctx.params.items()
+        if key not in ("config", "log_level") and _from_command_line(ctx, key)
+    }
+    if "labels" in given:
+        given["labels"] = _labels(given["labels"])
     try:
-        settings = AgentSettings(
-            controller=controller,
-            name=name,
-            token=token,
-            tier=tier,  # type: ignore[arg-type]  # validated by AgentSettings
-            profile=profile,
-            labels=_labels(labels),
-            port_base=port_base,
-            store=store,
-            heartbeat_s=heartbeat_s,
-            host=host,
+        data: Any = {}
+        source = "command line"
+        if config is not None:
+            data, source = read_yaml(config, what="agent settings"), str(config)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{config}: the agent settings must be a mapping of fields")
+        data.update(given)
+        for required in ("controller", "name"):
+            if required not in data:
+                raise ConfigError(
+                    f"command line: --{required}: required (or {required} in --config)"
+                )
+        elsewhere = {key: ("command line", "--" + key.replace("_", "-")) for key in given}
+        settings = validate(
+            AgentSettings, data, source=source, what="agent settings", given_elsewhere=elsewhere
         )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
