@@ -78,6 +78,8 @@ def agent(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if log_level.lower() != "debug":  # a line per request to the controller is noise
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     given: dict[str, Any] = {
         key: value
         for key, value in ctx.params.items()
