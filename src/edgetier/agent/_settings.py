@@ -43,9 +43,7 @@ class AgentSettings(ConfigModel):
         "on one host); its telemetry is marked simulated",
     )
     labels: dict[str, str] = Field(default_factory=dict)
-    host: str = Field(
-        default="127.0.0.1", description="address the server and pipeline sinks listen on"
-    )
+    host: str = Field(default="127.0.0.1", description="address the inference server listens on")
     port_base: int = Field(default=9000, ge=1024, le=65535 - 10 * PORTS_PER_SLOT)
     store: Path | None = Field(default=None, description="None: var/agent/NAME")
     heartbeat_s: float = Field(default=5.0, gt=0, le=3600, description="until the reply sets it")

@@ -48,7 +48,7 @@ def agent(
         5.0, "--heartbeat-s", help="Seconds between heartbeats until the controller sets it."
     ),
     host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address the server and pipeline sinks listen on."
+        "127.0.0.1", "--host", help="Address the inference server listens on."
     ),
     config: Path | None = typer.Option(
         None,
