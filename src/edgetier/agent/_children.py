@@ -95,6 +95,7 @@ class Child:
         self._stopping = False
         self._reported = True
         self._log_offset = 0
+        self._watcher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Child({self.name!r}, pid={self.pid})"
@@ -133,7 +134,9 @@ class Child:
         self.started_at = time.monotonic()
         self._stopping = False
         self._reported = False
-        asyncio.get_running_loop().create_task(self._watch(self.proc), name=f"watch-{self.name}")
+        self._watcher = asyncio.get_running_loop().create_task(
+            self._watch(self.proc), name=f"watch-{self.name}"
+        )
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         await proc.wait()

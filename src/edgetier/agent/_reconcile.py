@@ -44,7 +44,14 @@ from edgetier.agent._render import (
 from edgetier.agent._settings import AgentSettings, edgetier_command
 from edgetier.agent._store import AgentStore, Artifact
 from edgetier.agent._workloads import Recorder, WorkloadStatus, node_ready
-from edgetier.control import Assignment, Condition, DesiredState, ModelVersionInfo, WorkloadState
+from edgetier.control import (
+    Assignment,
+    Condition,
+    DesiredState,
+    Metadata,
+    ModelVersionInfo,
+    WorkloadState,
+)
 from edgetier.errors import ConfigError
 
 __all__ = ["Reconciler"]
@@ -72,6 +79,8 @@ class _Want:
     def of(cls, desired: DesiredState | None) -> _Want:
         want = cls()
         for a in sorted(desired.assignments if desired else [], key=lambda a: a.deployment):
+            if _invalid(a) is not None:
+                continue  # reported on its workload; nothing of it runs
             if a.kind == "model" and a.model is not None:
                 want.served.setdefault(a.model.model, []).append(a)
                 name = model_filename(a.model.platform, a.config)
@@ -306,6 +315,9 @@ class Reconciler:
             return False
         for model in sorted(index):
             if model not in want.served and _is_loaded(index[model]):
+                backoff = self._backoff(f"unload:{model}")
+                if self._waiting(backoff):
+                    continue
                 try:
                     response = await self._http.post(
                         f"/v2/repository/models/{model}/unload", timeout=_LOAD_TIMEOUT_S
@@ -316,6 +328,10 @@ class Reconciler:
                 self._loaded.pop(model, None)
                 self._index = None
                 ok = response.status_code == 200
+                if ok:
+                    backoff.succeeded()
+                else:
+                    self._later(backoff.failed())
                 self._record(
                     "model.unloaded" if ok else "model.unload_failed",
                     model,
@@ -336,12 +352,17 @@ class Reconciler:
                     continue
                 if (model, int(version_dir.name)) in want.files or not settled:
                     continue
-                await asyncio.to_thread(shutil.rmtree, version_dir, True)
+                try:
+                    await asyncio.to_thread(shutil.rmtree, version_dir)
+                except OSError as exc:
+                    log.warning("cannot remove %s: %s", version_dir, exc)
+                    continue
                 removed = True
             if model not in want.served and not served_now:
                 (model_dir / "config.yaml").unlink(missing_ok=True)
             if not any(model_dir.iterdir()):
-                model_dir.rmdir()
+                with contextlib.suppress(OSError):
+                    model_dir.rmdir()
         wanted = {info.digest for info, _ in want.files.values()}
         for artifact in self.store.artifacts():
             if artifact.digest not in wanted and not artifact.path.exists():
@@ -734,6 +755,10 @@ class Reconciler:
 
 
 def _invalid(a: Assignment) -> str | None:
+    try:
+        Metadata(name=a.deployment)  # a resource name: it names a folder of the store here
+    except ValueError:
+        return f"deployment name {a.deployment!r} is not a DNS label"
     if a.kind == "model" and a.model is None:
         return "a model assignment without its model version"
     if a.kind == "pipeline" and a.pipeline is None:

@@ -32,7 +32,7 @@ _OPCUA_ENDPOINT = re.compile(r"^(?P<scheme>opc\.tcp://)(?P<host>[^:/]+)(?::\d+)?
 def model_filename(platform: str, config: dict[str, Any]) -> str:
     """The model file's name inside ``<model>/<version>/``."""
     given = config.get("default_model_filename")
-    if isinstance(given, str) and given and "/" not in given:
+    if isinstance(given, str) and given and "/" not in given and not given.startswith("."):
         return given
     return MODEL_FILENAMES.get(platform, "model.onnx")
 

@@ -148,3 +148,31 @@ async def test_children_left_by_a_killed_agent_are_stopped_on_the_next_start(
         await second.close()
         second.store.close()
         await first._http.aclose()
+
+
+async def test_an_assignment_that_cannot_run_is_failed_and_touches_nothing(
+    tmp_path: Path,
+) -> None:
+    records: list[tuple[str, str, dict[str, Any]]] = []
+    reconciler = _reconciler(tmp_path, records)
+    desired = DesiredState(
+        node="edge-1",
+        generation=1,
+        assignments=[
+            Assignment(deployment="../escape", generation=1, kind="pipeline", pipeline=PIPELINE),
+            Assignment(deployment="no-model", generation=1, kind="model"),
+        ],
+    )
+    try:
+        assert await _converge(reconciler, desired) == 0
+        states = {s.deployment: s for s in reconciler.workload_states()}
+        for name, why in (("../escape", "not a DNS label"), ("no-model", "without its model")):
+            assert states[name].phase == "Failed"
+            degraded = next(c for c in states[name].conditions if c.type == "Degraded")
+            assert degraded.reason == "InvalidAssignment" and why in degraded.message
+        assert not reconciler.pipelines and reconciler.server is None
+        assert not (tmp_path / "escape").exists()
+        assert not any((tmp_path / "s" / "pipelines").iterdir())
+    finally:
+        await reconciler.close()
+        reconciler.store.close()
