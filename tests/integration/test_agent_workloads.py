@@ -227,13 +227,17 @@ async def test_a_pipeline_runs_with_its_streams_and_ports_from_the_store(tmp_pat
             assert written["sinks"][1]["port"] == metrics_port  # never 9108 for every agent
             events = workdir / "out" / "events.jsonl"
 
-            def streams() -> set[str]:
+            def starts() -> list[str]:
                 if not events.exists():
-                    return set()
+                    return []
                 lines = [json.loads(x) for x in events.read_text().splitlines() if x]
-                return {e["stream"] for e in lines if e["kind"] == "source_status"}
+                return [
+                    e["stream"]
+                    for e in lines
+                    if e["kind"] == "source_status" and e["data"]["status"] == "started"
+                ]
 
-            assert await eventually(lambda: streams() == {"cam-0", "cam-1", "cam-2"})
+            assert await eventually(lambda: sorted(starts()) == ["cam-0", "cam-1", "cam-2"])
             first = json.loads(events.read_text().splitlines()[0])
             assert first["node"] == "edge-1"
             metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
@@ -260,6 +264,7 @@ async def test_a_pipeline_runs_with_its_streams_and_ports_from_the_store(tmp_pat
             written = yaml.safe_load((workdir / "pipeline.yaml").read_text())
             assert written["sources"][0]["count"] == 2
             assert agent.reconciler.pipelines["traffic"].pid != first_pid
+            await eventually(lambda: len(starts()) == 5, what="the two streams started")
 
             fake.set_desired("edge-1", [])
             await eventually(lambda: not agent.reconciler.pipelines, what="pipeline stopped")
