@@ -234,12 +234,13 @@ class Agent:
         except CredentialRejectedError as exc:
             assert self.store is not None
             self.store.reject_credential()
-            raise CredentialRejectedError(
+            message = (
                 f"node {self.node}: the controller refused its credential ({exc.message}): "
                 "it was revoked or has expired; create a new enrolment token on the "
-                "controller and start the agent again with --token NEW",
-                status=401,
-            ) from None
+                "controller and start the agent again with --token NEW"
+            )
+            log.error("%s; stopping", message)
+            raise CredentialRejectedError(message, status=401) from None
 
     async def _reconcile_loop(self) -> None:
         assert self.reconciler is not None

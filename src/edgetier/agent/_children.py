@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["Backoff", "Child", "kill_stale"]
+__all__ = ["Backoff", "Child", "kill_stale", "start_time"]
 
 _PR_SET_PDEATHSIG = 1
 _LOG_ROTATE_BYTES = 5 * 2**20
@@ -201,3 +201,11 @@ def kill_stale(pid: int, started: float, *, timeout_s: float) -> bool:
     except psutil.Error:
         return False
     return True
+
+
+def start_time(pid: int) -> float:
+    """When process ``pid`` started (Unix time), as :func:`kill_stale` compares it."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return time.time()

@@ -19,28 +19,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib.util
 import logging
 import os
 import shutil
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import yaml
 
-from edgetier.agent._children import Backoff, Child, kill_stale
+from edgetier.agent._children import Backoff, Child, kill_stale, start_time
 from edgetier.agent._errors import ControllerError, ControllerUnreachableError
-from edgetier.agent._render import (
-    PACKAGE_SCHEME,
-    model_config_text,
-    model_filename,
-    render_pipeline,
+from edgetier.agent._files import (
+    copy_sidecar,
+    file_has_digest,
+    fsync_dir,
+    read_text,
+    write_atomic,
 )
+from edgetier.agent._render import model_config_text, model_filename, render_pipeline
+from edgetier.agent._server_api import ServerApi, is_loaded
 from edgetier.agent._settings import AgentSettings, edgetier_command
 from edgetier.agent._store import AgentStore, Artifact
 from edgetier.agent._workloads import Recorder, WorkloadStatus, node_ready
@@ -63,7 +63,6 @@ Downloader = Callable[[str, Path], Awaitable[int]]
 
 SERVER = "serve"
 _BUSY_S = 0.25
-_LOAD_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -143,10 +142,7 @@ class Reconciler:
         self._retry: dict[str, Backoff] = {}
         self._next_s: float | None = None
         self._index: dict[str, dict[str, str]] | None = None
-        self._http = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{settings.http_port}",
-            timeout=httpx.Timeout(settings.request_timeout_s),
-        )
+        self._api = ServerApi(settings.http_port, timeout_s=settings.request_timeout_s)
         host = settings.host if settings.host not in ("0.0.0.0", "::") else socket.gethostname()
         self.advertised_host = host
 
@@ -192,7 +188,7 @@ class Reconciler:
         may be torn or gone); the broken ones are forgotten, so they are fetched again."""
         broken: list[str] = []
         for artifact in self.store.artifacts():
-            ok = await asyncio.to_thread(_file_has_digest, artifact.path, artifact.digest)
+            ok = await asyncio.to_thread(file_has_digest, artifact.path, artifact.digest)
             if not ok:
                 broken.append(artifact.digest)
                 self.store.forget_artifact(artifact.digest)
@@ -222,7 +218,7 @@ class Reconciler:
         if self.server is not None:
             await self._stop_child(self.server, SERVER)
             self.server = None
-        await self._http.aclose()
+        await self._api.aclose()
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -314,29 +310,23 @@ class Reconciler:
         if index is None:
             return False
         for model in sorted(index):
-            if model not in want.served and _is_loaded(index[model]):
+            if model not in want.served and is_loaded(index[model]):
                 backoff = self._backoff(f"unload:{model}")
                 if self._waiting(backoff):
                     continue
                 try:
-                    response = await self._http.post(
-                        f"/v2/repository/models/{model}/unload", timeout=_LOAD_TIMEOUT_S
-                    )
+                    error = await self._api.unload(model)
                 except httpx.HTTPError as exc:
                     self._server_lost(f"unloading {model}: {exc}")
                     return True
                 self._loaded.pop(model, None)
                 self._index = None
-                ok = response.status_code == 200
-                if ok:
+                if error is None:
                     backoff.succeeded()
+                    self._record("model.unloaded", model, {})
                 else:
                     self._later(backoff.failed())
-                self._record(
-                    "model.unloaded" if ok else "model.unload_failed",
-                    model,
-                    {"status": response.status_code, "error": _error_of(response)},
-                )
+                    self._record("model.unload_failed", model, {"error": error})
                 return True
         return False
 
@@ -345,7 +335,7 @@ class Reconciler:
         removed = False
         for model_dir in sorted(p for p in self.models_dir.iterdir() if p.is_dir()):
             model = model_dir.name
-            served_now = index is not None and _is_loaded(index.get(model, {}))
+            served_now = index is not None and is_loaded(index.get(model, {}))
             settled = not served_now or self._loaded.get(model) == self._signature(want, model)
             for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
                 if not version_dir.name.isdigit():
@@ -412,7 +402,7 @@ class Reconciler:
         tmp = self.tmp_dir / f"{info.digest.removeprefix('sha256:')}.part"
         size = await self._download(info.digest, tmp)
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         self.store.add_artifact(Artifact(info.digest, info.model, info.version, target, size))
         self._record(
             "artifact.verified",
@@ -451,9 +441,9 @@ class Reconciler:
                 continue
             path = self.models_dir / model / "config.yaml"
             text = self._config_text(want, model)
-            if _read(path) == text:
+            if read_text(path) == text:
                 continue
-            _write_atomic(path, text)
+            write_atomic(path, text)
             for status in self._statuses(assignments):
                 status.progress("Installed", f"{path} written")
             return True
@@ -495,12 +485,7 @@ class Reconciler:
                     status.to_phase("Starting", "ServerStarting")
             return True
         if not self._server_live:
-            try:
-                response = await self._http.get("/v2/health/live", timeout=1.0)
-                live = response.status_code == 200
-            except httpx.HTTPError:
-                live = False
-            if not live:
+            if not await self._api.live():
                 self._later(_BUSY_S)
                 return False
             self._server_live = True
@@ -574,22 +559,11 @@ class Reconciler:
         return False
 
     async def _load(self, model: str, versions: set[str]) -> str | None:
-        """Load (or reload) through the repository API and check each version is ready;
-        None on success, else why not."""
         try:
-            response = await self._http.post(
-                f"/v2/repository/models/{model}/load", timeout=_LOAD_TIMEOUT_S
-            )
-            if response.status_code != 200:
-                return f"load {model}: {response.status_code}: {_error_of(response)}"
-            for version in sorted(versions):
-                ready = await self._http.get(f"/v2/models/{model}/versions/{version}/ready")
-                if ready.status_code != 200:
-                    return f"{model} version {version} is not ready after its load"
+            return await self._api.load(model, versions)
         except httpx.HTTPError as exc:
             self._server_lost(f"loading {model}: {exc}")
             return f"load {model}: the server did not answer ({type(exc).__name__})"
-        return None
 
     async def _run_pipelines(self, want: _Want) -> bool:
         for dep, assignment in want.pipelines.items():
@@ -627,12 +601,12 @@ class Reconciler:
             status.to_phase("Failed", "InvalidPipeline", exc.message)
             return False
         if a.model is not None:
-            _copy_sidecar(a.pipeline, a.model.model, models[a.model.model])
+            copy_sidecar(a.pipeline, a.model.model, models[a.model.model])
         text = yaml.safe_dump(data, sort_keys=False)
         path = workdir / "pipeline.yaml"
         fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
-        if _read(path) != text:
-            _write_atomic(path, text)
+        if read_text(path) != text:
+            write_atomic(path, text)
             status.progress("Configured", f"{path} written ({a.streams} stream(s))")
             return True
         name = f"pipeline-{dep}"
@@ -704,7 +678,7 @@ class Reconciler:
         )
         await child.start()
         assert child.pid is not None
-        self.store.save_child(name, child.pid, _create_time(child.pid))
+        self.store.save_child(name, child.pid, start_time(child.pid))
         self._record("child.started", name, {"pid": child.pid, "argv": argv[len(self._edgetier) :]})
         log.info("started %s (pid %d)", name, child.pid)
         return child
@@ -729,17 +703,10 @@ class Reconciler:
             return None
         if self._index is None:
             try:
-                response = await self._http.post("/v2/repository/index", json={})
-                response.raise_for_status()
+                self._index = await self._api.index()
             except httpx.HTTPError as exc:
                 self._server_lost(f"repository index: {exc}")
                 return None
-            index: dict[str, dict[str, str]] = {}
-            for row in response.json():
-                versions = index.setdefault(str(row.get("name")), {})
-                if row.get("version"):
-                    versions[str(row["version"])] = str(row.get("state", ""))
-            self._index = index
         return self._index
 
     def _server_lost(self, why: str) -> None:
@@ -764,83 +731,3 @@ def _invalid(a: Assignment) -> str | None:
     if a.kind == "pipeline" and a.pipeline is None:
         return "a pipeline assignment without its pipeline file"
     return None
-
-
-def _is_loaded(versions: dict[str, str]) -> bool:
-    return any(state in ("READY", "LOADING") for state in versions.values())
-
-
-def _error_of(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300]
-    return str(body.get("error", body)) if isinstance(body, dict) else str(body)[:300]
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
-        return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a file whole or not at all (a crash leaves the old one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _file_has_digest(path: Path, digest: str) -> bool:
-    sha = hashlib.sha256()
-    try:
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                sha.update(chunk)
-    except OSError:
-        return False
-    return f"sha256:{sha.hexdigest()}" == digest
-
-
-def _create_time(pid: int) -> float:
-    import psutil
-
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return time.time()
-
-
-def _copy_sidecar(pipeline: dict[str, Any], model: str, path: Path) -> None:
-    """A pipeline that named ``package://MODEL`` reads class names from the shipped
-    model's sidecar YAML: the downloaded file gets a copy of it beside it."""
-    stages = pipeline.get("stages") or []
-    named = any(
-        isinstance(s, dict) and s.get("model") == f"{PACKAGE_SCHEME}{model}" for s in stages
-    )
-    sidecar = path.with_suffix(".yaml")
-    if not named or sidecar.exists():
-        return
-    spec = importlib.util.find_spec("edgetier")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    for folder in spec.submodule_search_locations:
-        shipped = Path(folder) / "pipeline" / "models" / f"{model}.yaml"
-        if shipped.is_file():
-            _write_atomic(sidecar, shipped.read_text(encoding="utf-8"))
-            return

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from edgetier.agent._files import PACKAGE_SCHEME
 from edgetier.errors import ConfigError
 
 __all__ = ["MODEL_FILENAMES", "model_config_text", "model_filename", "render_pipeline"]
@@ -25,7 +26,6 @@ __all__ = ["MODEL_FILENAMES", "model_config_text", "model_filename", "render_pip
 MODEL_FILENAMES = {"onnxruntime_onnx": "model.onnx", "litert_tflite": "model.tflite"}
 """The file a version directory holds for each platform (as the server's engines expect)."""
 
-PACKAGE_SCHEME = "package://"
 _OPCUA_ENDPOINT = re.compile(r"^(?P<scheme>opc\.tcp://)(?P<host>[^:/]+)(?::\d+)?(?P<path>/.*)?$")
 
 

@@ -147,7 +147,7 @@ async def test_children_left_by_a_killed_agent_are_stopped_on_the_next_start(
     finally:
         await second.close()
         second.store.close()
-        await first._http.aclose()
+        await first._api.aclose()
 
 
 async def test_an_assignment_that_cannot_run_is_failed_and_touches_nothing(
