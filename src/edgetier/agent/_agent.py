@@ -140,6 +140,8 @@ class Agent:
             if not isinstance(self._fatal, CredentialRejectedError):
                 await self._flush(FLUSH_TIMEOUT_S)
         finally:
+            if self.reconciler is not None:  # stopped by an error or a cancellation too
+                await self.reconciler.close()
             await self.client.aclose()
             store.close()
         if self._fatal is not None:
@@ -160,12 +162,14 @@ class Agent:
         held = store.credential()
         token = self.settings.token
         given = _sha256(token) if token else None
-        if held is not None and not (held.rejected or held.expired()):
+        # Expiry is the controller's to judge (a node's clock may be wrong after a boot
+        # without network): only a credential the controller refused is not used again.
+        if held is not None and not held.rejected:
             return held
         if held is not None and (given is None or given == held.token_sha256):
-            why = "refused by the controller" if held.rejected else "expired"
             raise CredentialRejectedError(
-                f"node {held.node}: its credential was {why}; create a new enrolment token "
+                f"node {held.node}: its credential was refused by the controller; create a "
+                "new enrolment token "
                 "on the controller and start the agent again with --token NEW (the store "
                 "keeps its desired state and outbox)",
                 status=401,

@@ -143,6 +143,7 @@ class Reconciler:
         self._next_s: float | None = None
         self._index: dict[str, dict[str, str]] | None = None
         self._api = ServerApi(settings.http_port, timeout_s=settings.request_timeout_s)
+        self._closed = False
         host = settings.host if settings.host not in ("0.0.0.0", "::") else socket.gethostname()
         self.advertised_host = host
 
@@ -212,13 +213,16 @@ class Reconciler:
         return stopped
 
     async def close(self) -> None:
-        """Stop every child: the pipelines, then the server (which drains)."""
+        """Stop every child: the pipelines, then the server (which drains); idempotent."""
+        if self._closed:
+            return
         for dep in sorted(self.pipelines):
             await self._stop_child(self.pipelines.pop(dep), f"pipeline-{dep}")
         if self.server is not None:
             await self._stop_child(self.server, SERVER)
             self.server = None
         await self._api.aclose()
+        self._closed = True
 
     # -- bookkeeping ---------------------------------------------------------------------
 

@@ -56,7 +56,8 @@ def render_pipeline(
     ports: list[int],
     models: dict[str, Path] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The pipeline file this node runs, and the endpoints of its sinks (``{sink: url}``).
+    """The pipeline file this node runs, and where its listening sinks listen
+    (``{sink: "host:port"}``).
 
     - ``node`` is set to the agent's node, so MQTT topics and client ids name this node;
     - the ``synthetic`` sources carry ``streams`` streams between them (when above 0);
@@ -87,7 +88,7 @@ def render_pipeline(
         elif kind == "prometheus":
             port = _take(free, name)
             sink["port"] = port
-            endpoints[name] = f"http://{sink.get('host', '127.0.0.1')}:{port}/metrics"
+            endpoints[name] = f"{sink.get('host', '127.0.0.1')}:{port}"
         elif kind == "opcua":
             endpoint = sink.get("endpoint", "opc.tcp://127.0.0.1:4840/edgetier/")
             match = _OPCUA_ENDPOINT.match(str(endpoint))
@@ -95,7 +96,7 @@ def render_pipeline(
                 raise ConfigError(f"sinks[{i}].endpoint: not an opc.tcp:// URL, got {endpoint!r}")
             port = _take(free, name)
             sink["endpoint"] = f"opc.tcp://{match['host']}:{port}{match['path'] or '/'}"
-            endpoints[name] = sink["endpoint"]
+            endpoints[name] = f"{match['host']}:{port}"
     for stage in data.get("stages") or []:
         if isinstance(stage, dict) and isinstance(stage.get("model"), str):
             ref = stage["model"].removeprefix(PACKAGE_SCHEME)

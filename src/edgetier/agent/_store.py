@@ -73,9 +73,6 @@ class Credential:
     token_sha256: str
     rejected: bool = False
 
-    def expired(self, now: datetime | None = None) -> bool:
-        return (now or datetime.now(UTC)) >= self.expires_at
-
 
 @dataclass(frozen=True)
 class Artifact:

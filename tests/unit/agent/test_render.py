@@ -49,10 +49,7 @@ def test_a_pipeline_is_placed_under_the_store_with_its_streams_and_ports(tmp_pat
     assert sinks[3]["port"] == 9010
     assert sinks[4]["endpoint"] == "opc.tcp://0.0.0.0:9011/edgetier/"
     assert sinks[5]["path"] == str(workdir / "out" / "{stream}.mp4")
-    assert endpoints == {
-        "prometheus-3": "http://127.0.0.1:9010/metrics",
-        "opcua-4": "opc.tcp://0.0.0.0:9011/edgetier/",
-    }
+    assert endpoints == {"prometheus-3": "127.0.0.1:9010", "opcua-4": "0.0.0.0:9011"}
     assert data["stages"][0]["model"] == str(tmp_path / "models" / "detector" / "2" / "model.onnx")
     assert PIPELINE["sources"][0]["count"] == 2  # the assignment itself is left alone
     parse_pipeline(data)  # still a valid pipeline file

@@ -87,7 +87,7 @@ def test_credential_desired_state_and_artifacts_are_kept(tmp_path: Path) -> None
     try:
         credential = again.credential()
         assert credential is not None and credential.credential == "secret"
-        assert not credential.rejected and not credential.expired()
+        assert not credential.rejected and credential.expires_at == expires
         again.reject_credential()
         assert again.credential().rejected  # type: ignore[union-attr]
         assert again.desired() == desired
