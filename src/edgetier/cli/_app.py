@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from edgetier import __version__
-from edgetier.cli import _bench, _hw, _model, _pipeline, _serve
+from edgetier.cli import _agent, _bench, _hw, _model, _pipeline, _serve
 from edgetier.cli._help import HelpGroup
 
 
@@ -64,6 +64,7 @@ def _root(
 
 
 app.command("serve")(_serve.serve)
+app.command("agent")(_agent.agent)
 app.add_typer(_model.app, name="model", cls=HelpGroup)
 app.add_typer(_hw.app, name="hw", cls=HelpGroup)
 app.add_typer(_bench.app, name="bench", cls=HelpGroup)

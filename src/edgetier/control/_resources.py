@@ -112,6 +112,10 @@ class TelemetrySummary(_Model):
     temperature_c: float | None = None
     power_w: float | None = Field(default=None, ge=0)
     memory_used_bytes: int | None = Field(default=None, ge=0)
+    simulated: bool = Field(
+        default=False,
+        description="figures presented for a catalog profile (agent --profile), not measured",
+    )
 
 
 class PlacedLoad(_Model):
