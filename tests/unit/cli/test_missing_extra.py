@@ -14,7 +14,7 @@ BLOCK_VIDEO = """
 import sys
 from importlib.abc import MetaPathFinder
 
-BLOCKED = {"cv2", "av", "supervision", "trackers", "paho", "asyncua", "motmetrics", "httpx"}
+BLOCKED = {"cv2", "av", "supervision", "trackers", "paho", "asyncua", "motmetrics"}
 
 class Block(MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
