@@ -318,7 +318,7 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=app.routes)
     return app
 
 

@@ -105,9 +105,11 @@ class MetricsMiddleware:
     """Counts and times every HTTP request by the route it matched (pure ASGI: no
     per-request task, no body buffering)."""
 
-    def __init__(self, app: App, metrics: ControllerMetrics) -> None:
+    def __init__(self, app: App, metrics: ControllerMetrics, routes: list[Any]) -> None:
         self.app = app
         self.metrics = metrics
+        # plain Starlette routes (/openapi.json, /docs) name their endpoint, not themselves
+        self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,8 +126,14 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "(unmatched)"
+            template = getattr(scope.get("route"), "path", None) or self._template(scope)
             method = scope.get("method", "")
             self.metrics.requests.labels(template, method, str(status["code"])).inc()
             self.metrics.latency.labels(template, method).observe(time.perf_counter() - start)
+
+    def _template(self, scope: Scope) -> str:
+        endpoint = scope.get("endpoint")
+        for route in self._routes:
+            if endpoint is not None and getattr(route, "endpoint", None) is endpoint:
+                return str(route.path)
+        return "(unmatched)"
