@@ -31,9 +31,11 @@ def _eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> bool:
 
 
 @contextmanager
-def _controller(data_dir: Path, **options: Any) -> Iterator[tuple[Controller, httpx.Client]]:
+def _controller(
+    data_dir: Path, node_timeout_s: float = 60.0
+) -> Iterator[tuple[Controller, httpx.Client]]:
     settings = ControllerSettings(
-        data_dir=data_dir, port=free_port(), node_timeout_s=1.0, resync_s=1.0, **options
+        data_dir=data_dir, port=free_port(), node_timeout_s=node_timeout_s, resync_s=1.0
     )
     with Controller(settings).running() as controller:
         operator = {"Authorization": f"Bearer {controller.service.operator_token}"}
@@ -163,7 +165,7 @@ def test_agent_protocol_over_http(tmp_path: Path) -> None:
 
 
 def test_drain_and_a_lost_node_move_the_deployment(tmp_path: Path) -> None:
-    with _controller(tmp_path / "c") as (controller, client):
+    with _controller(tmp_path / "c", node_timeout_s=2.0) as (controller, client):
         nodes = {
             name: _enrol(client, name, "edge", "jetson-agx-orin-64gb")
             for name in ("edge-1", "edge-2", "edge-3")
@@ -215,7 +217,7 @@ def test_restart_keeps_state_and_reconciles(tmp_path: Path) -> None:
         ]
     survivor = "edge-2" if holder == "edge-1" else "edge-1"
     # the controller is down; it comes back: same token, same nodes, same placements
-    with _controller(data_dir) as (again, client):
+    with _controller(data_dir, node_timeout_s=2.0) as (again, client):
         assert again.service.operator_token == token
         assert _placed(client, "m") == [holder]
         beat = httpx.post(

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -29,11 +30,25 @@ __all__ = ["Controller"]
 
 class _Server(uvicorn.Server):
     """uvicorn's server that, when told to stop, first releases the parked long polls
-    (each answers at once), so that shutdown does not wait for them."""
+    (each answers at once), so that shutdown does not wait for them; SIGTERM and SIGINT
+    end it with exit status 0 (uvicorn would raise the signal again once stopped)."""
 
     def __init__(self, config: uvicorn.Config, notifier: DesiredNotifier) -> None:
         super().__init__(config)
         self.notifier = notifier
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # a thread of a test or of `edgetier up`: its owner stops it
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.notifier.close_threadsafe()
