@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     from edgetier.control._api import create_app
     from edgetier.control._client import ControllerClient
     from edgetier.control._controller import Controller
-    from edgetier.control._service import ControllerSettings, ControlService
+    from edgetier.control._service import ControlService
+    from edgetier.control._settings import ControllerSettings
 
 __all__ = [
     "API_VERSION",
@@ -98,7 +99,7 @@ __all__ = [
 
 _WHERE = {
     "Controller": "_controller",
-    "ControllerSettings": "_service",
+    "ControllerSettings": "_settings",
     "ControlService": "_service",
     "ControllerClient": "_client",
     "create_app": "_api",

@@ -22,7 +22,8 @@ import uvicorn
 from edgetier.control._api import create_app
 from edgetier.control._notify import DesiredNotifier
 from edgetier.control._scheduler import PlacementPolicy
-from edgetier.control._service import OPERATOR_TOKEN_FILE, ControllerSettings, ControlService
+from edgetier.control._service import OPERATOR_TOKEN_FILE, ControlService
+from edgetier.control._settings import ControllerSettings
 from edgetier.errors import StartupError
 
 __all__ = ["Controller"]

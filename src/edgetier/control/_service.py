@@ -14,7 +14,6 @@ a reconcile pass in the same transaction whose changed nodes are woken after com
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import threading
@@ -24,12 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import yaml
-from pydantic import Field, model_validator
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from edgetier.config import ConfigModel, validate
+from edgetier.config import validate
 from edgetier.control import _auth
 from edgetier.control._artifacts import ArtifactStore
 from edgetier.control._db import (
@@ -44,6 +41,7 @@ from edgetier.control._db import (
 )
 from edgetier.control._events import CONTROLLER, append, event_dict, ingest, list_events
 from edgetier.control._metrics import ControllerMetrics
+from edgetier.control._modelfacts import onnx_facts, parse_config, platform_of, throughput
 from edgetier.control._notify import DesiredNotifier
 from edgetier.control._protocol import (
     Assignment,
@@ -58,7 +56,8 @@ from edgetier.control._protocol import (
 from edgetier.control._reconcile import mark_offline, model_of, reconcile, resolve_model
 from edgetier.control._resources import NAME_PATTERN, Deployment, ModelRef
 from edgetier.control._scheduler import PlacementPolicy
-from edgetier.control._telemetry import RetentionPolicy, add_sample, compact, history
+from edgetier.control._settings import ControllerSettings
+from edgetier.control._telemetry import add_sample, compact, history
 from edgetier.control._views import (
     condition_true,
     deployment_resource,
@@ -75,55 +74,11 @@ from edgetier.errors import (
     PermissionDeniedError,
 )
 
-__all__ = ["ControlService", "ControllerSettings"]
+__all__ = ["ControlService"]
 
 log = logging.getLogger("edgetier.control")
 
 OPERATOR_TOKEN_FILE = "operator-token"
-DAY_S = 86_400.0
-
-
-class ControllerSettings(ConfigModel):
-    """The controller's options (``edgetier controller`` flags)."""
-
-    data_dir: Path = Field(default=Path("var/controller"))
-    database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL; default: SQLite at <data dir>/controller.db"
-    )
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    node_timeout_s: float = Field(default=15.0, gt=0, description="no heartbeat -> Offline")
-    heartbeat_interval_s: float | None = Field(
-        default=None, gt=0, description="told to agents; default: node_timeout_s / 3, <= 5 s"
-    )
-    resync_s: float = Field(default=30.0, gt=0, description="full reconcile period")
-    node_credential_ttl_s: float = Field(default=30 * DAY_S, gt=0)
-    enrol_token_ttl_s: float = Field(default=DAY_S, gt=0, description="default expiry")
-    raw_retention_s: float = Field(default=3600.0, ge=0)
-    telemetry_bucket_s: int = Field(default=60, ge=1)
-    downsampled_retention_s: float = Field(default=DAY_S, ge=0)
-    compact_interval_s: float = Field(default=60.0, gt=0)
-
-    @model_validator(mode="after")
-    def _retention(self) -> ControllerSettings:
-        self.retention  # noqa: B018 - checks the three retention fields together
-        return self
-
-    @property
-    def interval_s(self) -> float:
-        if self.heartbeat_interval_s is not None:
-            return self.heartbeat_interval_s
-        return min(5.0, self.node_timeout_s / 3)
-
-    @property
-    def retention(self) -> RetentionPolicy:
-        return RetentionPolicy(
-            self.raw_retention_s, self.telemetry_bucket_s, self.downsampled_retention_s
-        )
-
-    @property
-    def url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'controller.db'}"
 
 
 @dataclass
@@ -502,14 +457,12 @@ class ControlService:
             raise ConfigError(f"version: must be >= 1, got {version}")
         if precision not in (None, "fp32", "fp16", "int8"):
             raise ConfigError(f"precision: must be one of fp32, fp16, int8, got {precision!r}")
-        config = _parse_config(config_text)
+        config = parse_config(config_text)
         stored = self.artifacts.put(source)
-        platform = str(config.get("platform") or _platform_of(filename))
-        cost, detected = (
-            _onnx_facts(stored.path) if platform == "onnxruntime_onnx" else (None, None)
-        )
+        platform = str(config.get("platform") or platform_of(filename))
+        cost, detected = onnx_facts(stored.path) if platform == "onnxruntime_onnx" else (None, None)
         precision = precision or detected or "fp32"
-        throughput = _throughput(bench_text, stored.digest, precision)
+        measured = throughput(bench_text, stored.digest, precision)
         now = self.clock()
         with self.db.write() as session:
             if session.get(ModelRow, name) is None:
@@ -525,8 +478,8 @@ class ControlService:
                 session.get(ModelVersionRow, (name, version)) if version is not None else newest
             )
             if existing is not None and existing.digest == stored.digest:
-                if throughput:
-                    existing.throughput = {**existing.throughput, **throughput}
+                if measured:
+                    existing.throughput = {**existing.throughput, **measured}
                 return PushedVersion(self._version_view(existing), created=False)
             if version is not None and existing is not None:
                 raise ConflictError(
@@ -545,7 +498,7 @@ class ControlService:
                 flops=cost.flops if cost else None,
                 weight_bytes=cost.weight_bytes if cost else None,
                 activation_bytes=cost.activation_bytes if cost else None,
-                throughput=throughput,
+                throughput=measured,
                 config=config,
                 created_at=now,
             )
@@ -912,9 +865,6 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) 
         loop.call_soon_threadsafe(callback)
 
 
-# -- pushing a model ---------------------------------------------------------------------
-
-
 def _check_name(what: str, name: str) -> None:
     import re
 
@@ -924,77 +874,3 @@ def _check_name(what: str, name: str) -> None:
 
 def _ref_text(ref: ModelRef) -> str:
     return f"{ref.name}/{ref.version}" if ref.version is not None else f"of '{ref.name}'"
-
-
-def _platform_of(filename: str) -> str:
-    suffix = Path(filename).suffix.lower()
-    return {".plan": "tensorrt_plan", ".engine": "tensorrt_plan", ".tflite": "litert_tflite"}.get(
-        suffix, "onnxruntime_onnx"
-    )
-
-
-def _parse_config(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config: invalid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config: the model config must be a mapping, got {type(data).__name__}")
-    safe: dict[str, Any] = json.loads(json.dumps(data, default=str))  # JSON for the database
-    return safe
-
-
-def _onnx_facts(path: Path) -> tuple[Any, str | None]:
-    """The model's cost (edgetier.hardware.model_cost) and the precision its graph shows:
-    int8 with quantize/dequantize nodes, fp16 when most weights are half floats."""
-    import onnx
-
-    from edgetier.hardware import model_cost
-
-    try:
-        cost = model_cost(path)
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except EdgeTierError as exc:
-        raise ConfigError(f"file: {exc.message}") from None
-    except Exception as exc:
-        raise ConfigError(f"file: not a readable ONNX model: {exc}") from None
-    ops = {node.op_type for node in graph.node}
-    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}:
-        return cost, "int8"
-    half = sum(1 for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
-    if graph.initializer and half * 2 > len(graph.initializer):
-        return cost, "fp16"
-    return cost, "fp32"
-
-
-def _throughput(text: str | None, digest: str, precision: str) -> dict[str, float]:
-    """Inferences/s per hardware profile from an ``edgetier bench`` JSON: the best result
-    measured at the version's precision."""
-    if not text:
-        return {}
-    try:
-        report = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"bench: not JSON: {exc}") from None
-    if not isinstance(report, dict) or not str(report.get("schema", "")).startswith(
-        "edgetier.bench/"
-    ):
-        raise ConfigError("bench: schema must be edgetier.bench/*, from an edgetier bench run")
-    sha = (report.get("model") or {}).get("sha256")
-    if sha and f"sha256:{sha}" != digest:
-        raise ConfigError(f"bench: it measured a model with sha256 {sha}, not this file ({digest})")
-    profile = (report.get("hardware") or {}).get("profile")
-    if not profile:
-        raise ConfigError("bench: hardware.profile is missing; cannot tell where it was measured")
-    rates = [
-        float(r.get("throughput_per_s") or 0)
-        for r in report.get("results") or []
-        if r.get("precision", "fp32") == precision and not r.get("errors")
-    ]
-    if not rates or max(rates) <= 0:
-        raise ConfigError(f"bench: no result at precision {precision} with a throughput")
-    return {str(profile): max(rates)}
