@@ -148,6 +148,8 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while seen == generation and (remaining := deadline - loop.time()) > 0:
+            if service.notifier.closed:
+                break  # shutting down: answer with what there is
             await service.notifier.wait(node, generation, remaining)
             generation = await run_in_threadpool(service.desired_generation, node)
         if seen == generation:

@@ -32,6 +32,11 @@ class DesiredNotifier:
         self._closed = False
 
     @property
+    def closed(self) -> bool:
+        """True once shutting down: waits return at once."""
+        return self._closed
+
+    @property
     def waiting(self) -> int:
         """Long polls parked right now."""
         return sum(self._waiters.values())

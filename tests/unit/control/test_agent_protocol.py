@@ -219,3 +219,22 @@ async def test_a_node_renews_its_credential(api: Api) -> None:
     ).status_code == 200
     old = await api.http.post("/v1/nodes/edge-1/heartbeat", json={}, headers=node)
     assert old.status_code == 401 and "revoked" in old.json()["error"]
+
+
+async def test_a_parked_long_poll_is_answered_at_shutdown(api: Api) -> None:
+    node = await api.enrol("edge-1")
+    poll = asyncio.create_task(
+        api.http.get(
+            "/v1/nodes/edge-1/desired",
+            params={"wait_s": 60},
+            headers={**node, "If-None-Match": '"0"'},
+        )
+    )
+    for _ in range(200):
+        if api.service.notifier.waiting:
+            break
+        await asyncio.sleep(0.01)
+    assert api.service.notifier.waiting == 1
+    api.service.notifier.close()
+    answer = await asyncio.wait_for(poll, timeout=10)  # not the 60 s it asked for
+    assert answer.status_code == 304 and answer.headers["etag"] == '"0"'
