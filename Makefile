@@ -16,10 +16,10 @@ $(BIN)/python:
 venv: $(BIN)/python
 
 install: venv
-	$(PIP) -e '.[video,bench]'
+	$(PIP) -e '.[video,bench,control]'
 
 install-test: venv
-	$(PIP) -e '.[video,bench,test]'
+	$(PIP) -e '.[video,bench,control,test]'
 
 # Debian packages the integration tests start themselves: the MQTT broker and an RTSP
 # relay (rtsp-server-perl); only the missing ones are installed. The relay's packaged

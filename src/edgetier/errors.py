@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "AuthenticationError",
     "ConfigError",
+    "ConflictError",
     "EdgeTierError",
     "InvalidInputError",
     "MissingExtraError",
@@ -21,6 +23,7 @@ __all__ = [
     "ModelNotReadyError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "PipelineError",
     "QueueFullError",
     "RequestTimeoutError",
@@ -163,3 +166,27 @@ class MissingExtraError(EdgeTierError, ImportError):
         super().__init__(f"{module} is not installed; install it with: pip install '{requirement}'")
         self.module = module
         self.extra = extra
+
+
+class AuthenticationError(EdgeTierError):
+    """Raised when a request carries no credential, or one that is unknown, expired,
+    revoked or (an enrolment token) already used; the message says which."""
+
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(EdgeTierError):
+    """Raised when a valid credential asks for what it may not: a node credential for
+    another node's state, or for an operator's call."""
+
+    http_status = 403
+    grpc_code = "PERMISSION_DENIED"
+
+
+class ConflictError(EdgeTierError):
+    """Raised when a request contradicts what is stored: a name already taken, a version
+    pushed with other content, a record sequence that leaves a gap."""
+
+    http_status = 409
+    grpc_code = "ABORTED"

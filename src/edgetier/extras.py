@@ -2,8 +2,8 @@
 
 A node installs ``pip install edgetier`` and adds extras for what it does: ``video`` for
 pipelines, ``bench`` for benchmarks and plots, ``train`` for training, ``tflite`` for the
-LiteRT engine. A missing module is turned into a MissingExtraError with the install
-command at the edge (the CLI, a lazy import)::
+LiteRT engine, ``control`` for the fleet controller. A missing module is turned into a
+MissingExtraError with the install command at the edge (the CLI, a lazy import)::
 
     try:
         import cv2
@@ -25,12 +25,17 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "paho": "video",
     "asyncua": "video",
     "motmetrics": "video",
-    "httpx": "video",
     "matplotlib": "bench",
     "PIL": "bench",
     "geventhttpclient": "bench",
     "gevent": "bench",
     "aiohttp": "bench",
+    "fastapi": "control",
+    "starlette": "control",
+    "sqlalchemy": "control",
+    "alembic": "control",
+    "multipart": "control",
+    "python_multipart": "control",
     "torch": "train",
     "onnxscript": "train",
     "ai_edge_litert": "tflite",

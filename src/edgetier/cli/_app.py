@@ -11,7 +11,18 @@ from typing import Any
 import typer
 
 from edgetier import __version__
-from edgetier.cli import _agent, _bench, _hw, _model, _pipeline, _serve
+from edgetier.cli import (
+    _agent,
+    _bench,
+    _deploy,
+    _fleet,
+    _hw,
+    _model,
+    _nodes,
+    _pipeline,
+    _serve,
+    _tokens,
+)
 from edgetier.cli._help import HelpGroup
 
 
@@ -69,6 +80,10 @@ app.add_typer(_model.app, name="model", cls=HelpGroup)
 app.add_typer(_hw.app, name="hw", cls=HelpGroup)
 app.add_typer(_bench.app, name="bench", cls=HelpGroup)
 app.add_typer(_pipeline.app, name="pipeline", cls=HelpGroup)
+app.command("controller")(_fleet.controller)
+app.add_typer(_nodes.app, name="nodes", cls=HelpGroup)
+app.add_typer(_deploy.app, name="deploy", cls=HelpGroup)
+app.add_typer(_tokens.app, name="tokens", cls=HelpGroup)
 
 
 def main() -> None:

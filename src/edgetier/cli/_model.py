@@ -1,4 +1,5 @@
-"""`edgetier model` commands: list a repository, build the demo one, add FP16/INT8 versions.
+"""`edgetier model` commands: list a repository, build the demo one, add FP16/INT8 versions,
+push a version to the fleet controller.
 
 $ edgetier model demo var/demo-models
 $ edgetier model list var/demo-models
@@ -15,7 +16,7 @@ from typing import Any
 import typer
 
 app = typer.Typer(
-    help="Model repository tools: list, demo, convert --fp16, quantize --int8.",
+    help="Model repository tools: list, demo, convert --fp16, quantize --int8, push.",
     no_args_is_help=True,
 )
 
@@ -227,3 +228,83 @@ def _tensors(config: Any, tensors: Any, shown: int = 3) -> str:
     if len(tensors) > shown:
         lines.append(f"... {len(tensors) - shown} more")
     return "\n".join(lines)
+
+
+def _push_files(source: Path, version: int | None) -> tuple[Path, Path | None]:
+    """The model file and config.yaml to push from a file, a version folder or a model
+    folder of a repository (<model>/<version>/model.*; the newest version unless named)."""
+    if source.is_file():
+        return source, None
+    if not source.is_dir():
+        raise _fail(f"{source}: no such file or directory")
+    config = source / "config.yaml"
+    versions = sorted((int(p.name), p) for p in source.iterdir() if p.is_dir() and p.name.isdigit())
+    folder = source
+    if versions:
+        chosen = dict(versions).get(version) if version is not None else versions[-1][1]
+        folder = chosen or versions[-1][1]
+    elif source.parent.joinpath("config.yaml").is_file():
+        config = source.parent / "config.yaml"  # a version folder: the config is one up
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.stem == "model")
+    if not files:
+        raise _fail(f"{folder}: no model file (model.onnx, model.plan, model.tflite)")
+    return files[0], config if config.is_file() else None
+
+
+@app.command("push")
+def push(
+    source: Path = typer.Argument(..., help="A model file, or a repository's model folder."),
+    name: str = typer.Option(..., "--name", help="The model's name on the controller."),
+    version: int | None = typer.Option(
+        None, "--version", min=1, help="Version number [default: the next one]."
+    ),
+    bench: Path | None = typer.Option(
+        None, "--bench", help="edgetier bench JSON: measured throughput on its hardware."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="config.yaml to send [default: the model folder's]."
+    ),
+    precision: str | None = typer.Option(
+        None, "--precision", help="fp32, fp16 or int8 [default: read from the graph]."
+    ),
+    controller: str | None = typer.Option(
+        None,
+        "--controller",
+        envvar="EDGETIER_CONTROLLER",
+        help="Controller URL.",
+        show_default=False,
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="EDGETIER_TOKEN", help="Operator token.", show_default=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Push a model version to the fleet controller (stored by its SHA-256; its cost and
+    measured throughput go with it for the scheduler)."""
+    from edgetier.cli._fleet import client, print_json
+
+    model_file, found_config = _push_files(source, version)
+    config = config or found_config
+    files: dict[str, Any] = {"file": (model_file.name, model_file.read_bytes())}
+    for key, path in (("config", config), ("bench", bench)):
+        if path is not None:
+            if not path.is_file():
+                raise _fail(f"--{key} {path}: no such file")
+            files[key] = (path.name, path.read_bytes())
+    form = {
+        key: str(value)
+        for key, value in (("version", version), ("precision", precision))
+        if value is not None
+    }
+    with client(controller, token) as api:
+        pushed = api.post(f"/v1/models/{name}/versions", files=files, data=form)
+    if as_json:
+        print_json(pushed)
+        return
+    flops = f", {pushed['flops'] / 1e6:.1f} MFLOP/inference" if pushed.get("flops") else ""
+    typer.echo(
+        f"{name} version {pushed['version']}: {pushed['digest']} "
+        f"({pushed['size_bytes'] / 1e6:.2f} MB, {pushed['precision']}{flops}) from {model_file}"
+    )
+    for profile, rate in pushed["throughput"].items():
+        typer.echo(f"  measured on {profile}: {rate:.1f} inferences/s")

@@ -1,12 +1,20 @@
-"""The control plane: the fleet's resources, the agent protocol and placement.
+"""The control plane: the fleet's resources, the agent protocol, placement, and the
+controller that holds them (its API, database and reconcile loop).
 
 deployment = load_resource(Path("deploy/traffic.yaml"), Deployment)
 decision = schedule(deployment, nodes, model)
 print(decision.explain())
+
+The controller's names (``Controller``, ``ControllerSettings``, ``ControlService``,
+``create_app``) load on first use and need the ``control`` extra
+(``pip install 'edgetier[control]'``); ``ControllerClient`` needs only the core install.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from edgetier._lazy import lazy_names
 from edgetier.control._policy import TierAwarePolicy
 from edgetier.control._protocol import (
     Assignment,
@@ -42,11 +50,22 @@ from edgetier.control._resources import (
 )
 from edgetier.control._scheduler import Binding, Decision, NodeReport, PlacementPolicy, schedule
 
+if TYPE_CHECKING:
+    from edgetier.control._api import create_app
+    from edgetier.control._client import ControllerClient
+    from edgetier.control._controller import Controller
+    from edgetier.control._service import ControlService
+    from edgetier.control._settings import ControllerSettings
+
 __all__ = [
     "API_VERSION",
     "Assignment",
     "Binding",
     "Condition",
+    "ControlService",
+    "Controller",
+    "ControllerClient",
+    "ControllerSettings",
     "Decision",
     "Deployment",
     "DeploymentSpec",
@@ -75,6 +94,17 @@ __all__ = [
     "TelemetrySummary",
     "TierAwarePolicy",
     "WorkloadState",
+    "create_app",
     "load_resource",
     "schedule",
 ]
+
+_WHERE = {
+    "Controller": "_controller",
+    "ControllerSettings": "_settings",
+    "ControlService": "_service",
+    "ControllerClient": "_client",
+    "create_app": "_api",
+}
+
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, __all__)

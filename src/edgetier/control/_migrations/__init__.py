@@ -1,0 +1,1 @@
+"""The controller's Alembic migrations (run by ``Database.migrate`` at every start)."""
