@@ -150,7 +150,8 @@ class ServerProcess:
         with ServerProcess(repo, tmp_path / "logs", "--no-strict-readiness") as served:
             status, body = served.get("/v2/health/ready")
 
-    It is started once both listeners answer (HTTP ``/v2/health/live``); with
+    It is started once the server logs ``serving`` (startup finished), or, at a log level
+    above INFO, once both listeners answer (HTTP ``/v2/health/live``); with
     ``wait_ready`` also once ``/v2/health/ready`` answers 200. A server that exits or does
     not start in time raises StartupError with the end of its log.
     """
@@ -186,6 +187,8 @@ class ServerProcess:
             *options,
         ]
         self.proc: subprocess.Popen[bytes] | None = None
+        level = options[options.index("--log-level") + 1] if "--log-level" in options else ""
+        self._logs_info = level.lower() not in ("warning", "error")
 
     @property
     def pid(self) -> int:
@@ -232,7 +235,10 @@ class ServerProcess:
         return self
 
     def _started(self) -> bool:
-        if self.get("/v2/health/live")[0] != 200:
+        if self._logs_info:  # logged once startup has finished (readiness then holds)
+            if "serving " not in self.err:
+                return False
+        elif self.get("/v2/health/live")[0] != 200:
             return False
         try:  # the gRPC listener too
             socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1).close()
