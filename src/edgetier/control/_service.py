@@ -57,7 +57,7 @@ from edgetier.control._reconcile import mark_offline, model_of, reconcile, resol
 from edgetier.control._resources import NAME_PATTERN, Deployment, ModelRef
 from edgetier.control._scheduler import PlacementPolicy
 from edgetier.control._settings import ControllerSettings
-from edgetier.control._telemetry import add_sample, compact, history
+from edgetier.control._telemetry import compact, history
 from edgetier.control._views import (
     condition_true,
     deployment_resource,
@@ -218,31 +218,38 @@ class ControlService:
         now = self.clock()
         with self.db.write() as session:
             token = _auth.check_token(session, request.token, now, kind="enrol")
-            if session.get(NodeRow, request.name) is not None:
-                raise ConflictError(
-                    f"name: node '{request.name}' is already enrolled; its agent keeps its "
-                    "credential in its store (enrol a new machine under another name)"
-                )
             token.used_at = now
             token.node = request.name
-            conditions = set_condition([], "Offline", "False", "Enrolled", "", now)
-            conditions = set_condition(conditions, "Ready", "True", "Enrolled", "", now)
-            session.add(
-                NodeRow(
-                    name=request.name,
-                    tier=request.tier,
-                    profile=request.profile,
-                    labels=dict(request.labels),
-                    capacity=dict(request.capacity),
-                    unschedulable=False,
-                    conditions=conditions,
-                    enrolled_at=now,
-                    last_heartbeat=now,
-                    telemetry={},
-                    workloads=[],
-                    desired=[],
+            existing = session.get(NodeRow, request.name)
+            if existing is not None:
+                # the same machine back with a new token (its credential expired or was
+                # revoked, its store lost): it keeps its place and its records' numbering;
+                # every earlier credential of the node is revoked
+                for old in session.scalars(
+                    select(TokenRow).where(TokenRow.kind == "node", TokenRow.node == request.name)
+                ):
+                    _auth.revoke(session, old.id, now)
+                existing.tier, existing.profile = request.tier, request.profile
+                existing.labels, existing.capacity = dict(request.labels), dict(request.capacity)
+            else:
+                conditions = set_condition([], "Offline", "False", "Enrolled", "", now)
+                conditions = set_condition(conditions, "Ready", "True", "Enrolled", "", now)
+                session.add(
+                    NodeRow(
+                        name=request.name,
+                        tier=request.tier,
+                        profile=request.profile,
+                        labels=dict(request.labels),
+                        capacity=dict(request.capacity),
+                        unschedulable=False,
+                        conditions=conditions,
+                        enrolled_at=now,
+                        last_heartbeat=now,
+                        telemetry={},
+                        workloads=[],
+                        desired=[],
+                    )
                 )
-            )
             credential, row = _auth.issue(
                 session,
                 "node",
@@ -255,7 +262,7 @@ class ControlService:
                 session,
                 CONTROLLER,
                 now,
-                "NodeEnrolled",
+                "NodeReenrolled" if existing is not None else "NodeEnrolled",
                 subject=request.name,
                 data={"tier": request.tier, "profile": request.profile, "token": token.id},
             )
@@ -302,7 +309,8 @@ class ControlService:
             row.workloads = [w.model_dump(mode="json") for w in beat.workloads]
             row.reported_generation = beat.desired_generation
             row.outbox_pending = beat.outbox_pending
-            add_sample(session, node, telemetry.time or now, row.telemetry)
+            # the summary only: the history comes from the node's outbox (telemetry records),
+            # so that a sample is stored once, also after an outage
             row.conditions = self._merge_conditions(row.conditions, beat, now)
             throttled = condition_true(row.conditions, "Throttled")
             if was_offline:

@@ -12,16 +12,25 @@ from conftest import Api, Clock
 
 
 async def test_enrol_registers_the_node_and_refuses_bad_requests(api: Api) -> None:
-    await api.enrol("edge-1", tier="edge", profile="jetson-xavier-nx")
+    first = await api.enrol("edge-1", tier="edge", profile="jetson-xavier-nx")
     nodes = (await api.http.get("/v1/nodes", headers=api.operator)).json()
     assert [(n["metadata"]["name"], n["spec"]["tier"], n["spec"]["profile"]) for n in nodes] == [
         ("edge-1", "edge", "jetson-xavier-nx")
     ]
+    # the same machine back with a new token: the node keeps its place, its old
+    # credential is revoked and the new one works
     token = await api.enrol_token()
-    taken = await api.http.post(
+    again = await api.http.post(
         "/v1/enrol", json={"token": token, "name": "edge-1", "tier": "edge", "profile": "t4"}
     )
-    assert taken.status_code == 409 and "already enrolled" in taken.json()["error"]
+    assert again.status_code == 201
+    second = {"Authorization": f"Bearer {again.json()['credential']}"}
+    old = await api.http.get("/v1/nodes/edge-1/desired", headers=first)
+    assert old.status_code == 401 and "revoked" in old.json()["error"]
+    assert (await api.http.get("/v1/nodes/edge-1/desired", headers=second)).status_code == 200
+    nodes = (await api.http.get("/v1/nodes", headers=api.operator)).json()
+    assert [(n["metadata"]["name"], n["spec"]["profile"]) for n in nodes] == [("edge-1", "t4")]
+    token = await api.enrol_token()
     bad = await api.http.post(
         "/v1/enrol", json={"token": token, "name": "Edge_1", "tier": "moon", "profile": "t4"}
     )
@@ -57,6 +66,15 @@ async def test_heartbeat_updates_telemetry_and_conditions(api: Api, clock: Clock
     assert status["outbox_pending"] == 3
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions == {"Offline": "False", "Ready": "True", "Degraded": "False"}
+    # a heartbeat sets the summary; the history comes from the outbox's telemetry records
+    assert shown["telemetry_history"] == []
+    sample = {"sequence": 1, "time": "2026-12-01T12:00:00Z", "kind": "telemetry"}
+    sample["data"] = {"utilisation": 0.5, "power_w": 12.0}
+    stored = await api.http.post(
+        "/v1/nodes/edge-1/records", json={"records": [sample]}, headers=node
+    )
+    assert stored.status_code == 200, stored.text
+    shown = (await api.http.get("/v1/nodes/edge-1", headers=api.operator)).json()
     assert shown["telemetry_history"][-1]["power_w"] == 12.0
     bad = await api.http.post(
         "/v1/nodes/edge-1/heartbeat", json={"telemetry": {"utilisation": 3}}, headers=node
