@@ -1,4 +1,5 @@
-# EdgeTier developer targets. `make up` runs the node on the demo repository;
+# EdgeTier developer targets. `make up` runs a whole fleet on this machine (`edgetier up`:
+# a controller, three nodes, demo deployments); `make serve` one node on the demo models;
 # `make test` installs everything the tests need and runs them.
 PY ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ PIP := $(BIN)/pip install -q -c constraints.txt
 DEMO_REPO ?= var/demo-models
 HOST ?= 127.0.0.1
 
-.PHONY: venv install install-test system-deps demo-repo up test lint typecheck peers bench bench-docs models clean
+.PHONY: venv install install-test system-deps demo-repo up serve test lint typecheck peers bench bench-docs models clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,7 +40,10 @@ system-deps:
 demo-repo: install
 	$(BIN)/edgetier model demo $(DEMO_REPO)
 
-up: demo-repo
+up: install
+	$(BIN)/edgetier up
+
+serve: demo-repo
 	$(BIN)/edgetier serve --model-repository $(DEMO_REPO) --host $(HOST) --print-examples
 
 test: install-test system-deps

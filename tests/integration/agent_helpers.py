@@ -4,8 +4,6 @@ agent running in the test's event loop, and waiting for a condition."""
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,28 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from edgetier.agent import Agent, AgentSettings
+from edgetier.testing import free_tcp_block
 
 TOKEN = "enrol-token-0123456789abcdef"
 PROFILE = "jetson-xavier-nx"
-
-
-def free_tcp_block(count: int) -> int:
-    """A base port such that base .. base+count-1 are free TCP ports on 127.0.0.1."""
-    for _ in range(200):
-        base = random.randrange(20_000, 60_000 - count, 10)
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError(f"no {count} consecutive free TCP ports on 127.0.0.1")
 
 
 def settings_for(url: str, store: Path, name: str = "edge-1", **extra: Any) -> AgentSettings:

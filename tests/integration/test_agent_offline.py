@@ -19,11 +19,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from agent_helpers import PROFILE, TOKEN, free_tcp_block
+from agent_helpers import PROFILE, TOKEN
 from fake_controller import FakeController
 
 from edgetier.control import Assignment
 from edgetier.synthetic import build_demo_repository
+from edgetier.testing import free_tcp_block
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -102,7 +102,10 @@ class AgentSettings(ConfigModel):
 
     @property
     def store_dir(self) -> Path:
-        return self.store if self.store is not None else Path("var/agent") / self.name
+        """Absolute, so that the files it writes for children (pipeline files naming model
+        files) mean the same from any working directory."""
+        store = self.store if self.store is not None else Path("var/agent") / self.name
+        return store.resolve()
 
     @property
     def controller_url(self) -> str:

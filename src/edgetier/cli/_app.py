@@ -22,6 +22,7 @@ from edgetier.cli import (
     _pipeline,
     _serve,
     _tokens,
+    _up,
 )
 from edgetier.cli._help import HelpGroup
 
@@ -81,6 +82,7 @@ app.add_typer(_hw.app, name="hw", cls=HelpGroup)
 app.add_typer(_bench.app, name="bench", cls=HelpGroup)
 app.add_typer(_pipeline.app, name="pipeline", cls=HelpGroup)
 app.command("controller")(_fleet.controller)
+app.command("up")(_up.up)
 app.add_typer(_nodes.app, name="nodes", cls=HelpGroup)
 app.add_typer(_deploy.app, name="deploy", cls=HelpGroup)
 app.add_typer(_tokens.app, name="tokens", cls=HelpGroup)

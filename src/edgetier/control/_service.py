@@ -39,7 +39,14 @@ from edgetier.control._db import (
     TokenRow,
     utcnow,
 )
-from edgetier.control._events import CONTROLLER, append, event_dict, ingest, list_events
+from edgetier.control._events import (
+    CONTROLLER,
+    acked_through,
+    append,
+    event_dict,
+    ingest,
+    list_events,
+)
 from edgetier.control._metrics import ControllerMetrics
 from edgetier.control._modelfacts import onnx_facts, parse_config, platform_of, throughput
 from edgetier.control._notify import DesiredNotifier
@@ -403,6 +410,8 @@ class ControlService:
         with self.db.read() as session:
             row = self._node(session, name)
             view = self._node_view(row, self._placements_by_node(session).get(name, []))
+            # how far the node's records (events and telemetry) are stored, without a gap
+            view["status"]["records_acked_through"] = acked_through(session, name)
             since = self.clock() - timedelta(seconds=history_s)
             view["telemetry_history"] = history(session, name, since=since)
             view["desired"] = row.desired

@@ -18,7 +18,7 @@ from edgetier._lazy import lazy_names
 
 if TYPE_CHECKING:
     from edgetier.testing._models import make_random_classifier, make_random_detector
-    from edgetier.testing._ports import free_port, free_udp_range, wait_for_port
+    from edgetier.testing._ports import free_port, free_tcp_block, free_udp_range, wait_for_port
     from edgetier.testing._server import (
         DEMO,
         RunningServer,
@@ -41,6 +41,7 @@ __all__ = [
     "demo_repository",
     "edit_config",
     "free_port",
+    "free_tcp_block",
     "free_udp_range",
     "make_random_classifier",
     "make_random_detector",
@@ -53,6 +54,7 @@ __all__ = [
 
 _WHERE = {
     "free_port": "_ports",
+    "free_tcp_block": "_ports",
     "free_udp_range": "_ports",
     "wait_for_port": "_ports",
     "Mosquitto": "_services",

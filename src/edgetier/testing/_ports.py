@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from edgetier.errors import StartupError
 
-__all__ = ["free_port", "free_udp_range", "wait_for_port"]
+__all__ = ["free_port", "free_tcp_block", "free_udp_range", "wait_for_port"]
 
 
 def free_port() -> int:
@@ -26,12 +26,22 @@ def free_port() -> int:
 
 def free_udp_range(count: int) -> int:
     """A base port such that base .. base+count-1 are free UDP ports on 127.0.0.1."""
-    for _ in range(100):
-        base = random.randrange(20_000, 60_000, 2)
+    return _free_block(count, socket.SOCK_DGRAM, "UDP")
+
+
+def free_tcp_block(count: int) -> int:
+    """A base port such that base .. base+count-1 are free TCP ports on 127.0.0.1 (for a
+    program that takes a port base, as ``edgetier agent --port-base`` does)."""
+    return _free_block(count, socket.SOCK_STREAM, "TCP")
+
+
+def _free_block(count: int, kind: socket.SocketKind, name: str) -> int:
+    for _ in range(200):
+        base = random.randrange(20_000, 60_000 - count, 10)
         sockets: list[socket.socket] = []
         try:
             for port in range(base, base + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s = socket.socket(socket.AF_INET, kind)
                 sockets.append(s)
                 s.bind(("127.0.0.1", port))
             return base
@@ -40,7 +50,7 @@ def free_udp_range(count: int) -> int:
         finally:
             for s in sockets:
                 s.close()
-    raise StartupError(f"no {count} consecutive free UDP ports on 127.0.0.1")
+    raise StartupError(f"no {count} consecutive free {name} ports on 127.0.0.1")
 
 
 def wait_for_port(
