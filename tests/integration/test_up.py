@@ -42,6 +42,7 @@ def test_up_runs_the_fleet_a_drain_moves_traffic_and_ctrl_c_stops_all(tmp_path: 
          "--no-broker"],
         stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
     )  # fmt: skip
+    closing: list[httpx.Client] = []
     try:
         _until(
             lambda: "EdgeTier is up" in (tmp_path / "up.out").read_text() or proc.poll(),
@@ -55,6 +56,7 @@ def test_up_runs_the_fleet_a_drain_moves_traffic_and_ctrl_c_stops_all(tmp_path: 
         api = httpx.Client(
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}
         )
+        closing.append(api)
         nodes = {n["metadata"]["name"]: n["spec"]["tier"] for n in api.get("/v1/nodes").json()}
         assert nodes == {"local": "edge", "nano-1": "terminal", "region-1": "region"}
         [first] = [
@@ -75,6 +77,8 @@ def test_up_runs_the_fleet_a_drain_moves_traffic_and_ctrl_c_stops_all(tmp_path: 
         served = httpx.get(f"http://127.0.0.1:{base}/v2/models/simple/ready")
         assert served.status_code == 200
     finally:
+        for client in closing:
+            client.close()
         children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(120)
