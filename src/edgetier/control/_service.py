@@ -136,6 +136,9 @@ class ControlService:
         self.metrics = ControllerMetrics(self)
         self.pending = _Pending()
         self.operator_token: str | None = None
+        # a controller that was down heard no heartbeat meanwhile: nodes get one full
+        # timeout after its start before they count as lost (as Kubernetes' grace period)
+        self.started_at = clock()
 
     # -- start ---------------------------------------------------------------------
 
@@ -754,6 +757,8 @@ class ControlService:
         from datetime import timedelta
 
         cutoff = now - timedelta(seconds=self.settings.node_timeout_s)
+        if self.started_at > cutoff:
+            return []  # still within the grace period after this controller started
         with self.db.read() as session:
             stale = session.scalars(
                 select(NodeRow.name).where(

@@ -8,7 +8,7 @@ from typing import Any
 
 from conftest import Api, Clock
 
-from edgetier.control import ControlService
+from edgetier.control import ControlService, Heartbeat
 
 
 async def _placed(api: Api, name: str) -> list[str]:
@@ -288,3 +288,30 @@ async def test_openapi_schema_and_health(api: Api) -> None:
         'edgetier_controller_requests_total{code="200",method="GET",route="/openapi.json"}'
         in metrics
     )
+
+
+async def test_a_restarted_controller_gives_nodes_a_timeout_before_they_count_as_lost(
+    api: Api, clock: Clock, tmp_path: Path
+) -> None:
+    """While the controller was down no heartbeat could arrive: the nodes are not lost
+    for that, only once a whole node timeout passes after its start without one."""
+    from edgetier.control import ControllerSettings
+
+    await api.enrol("edge-1")
+    await api.push(tmp_path)
+    await api.apply("m", {"model": {"name": "detector"}})
+    assert await _placed(api, "m") == ["edge-1"]
+    clock.advance(60)  # the controller was down for a minute
+    settings = ControllerSettings(data_dir=tmp_path / "controller", node_timeout_s=15)
+    restarted = ControlService(settings, clock=clock, policy=api.service.policy)
+    restarted.start()
+    try:
+        assert restarted.check_timeouts() == []
+        clock.advance(10)
+        restarted.heartbeat("edge-1", Heartbeat())
+        clock.advance(10)  # 20 s after the start, 10 s after the heartbeat
+        assert restarted.check_timeouts() == []
+        clock.advance(10)
+        assert restarted.check_timeouts() == ["edge-1"]  # a whole timeout without one
+    finally:
+        restarted.close()
