@@ -82,6 +82,7 @@ class FakeController:
         self.enrolments: list[EnrolRequest] = []
         self.refused: list[tuple[str, int]] = []  # (path, status) of every refusal
         self.heartbeats: list[tuple[str, Heartbeat]] = []
+        self.renewals: list[str] = []
         self.polls: list[tuple[str, str | None, int]] = []  # node, If-None-Match, status
         self.batches: list[list[int]] = []  # the sequences of every batch received
         self.duplicates = 0
@@ -199,6 +200,8 @@ class FakeController:
                 node = self._authorise(headers, parts[2])
                 if (method, parts[3]) == ("POST", "heartbeat"):
                     status, payload, extra = self._heartbeat(node, body)
+                elif (method, parts[3]) == ("POST", "credential"):
+                    status, payload, extra = self._renew(node, headers)
                 elif (method, parts[3]) == ("GET", "desired"):
                     status, payload, extra = await self._desired(node, headers, query)
                 elif (method, parts[3]) == ("POST", "records"):
@@ -251,6 +254,18 @@ class FakeController:
         if node is not None and node != owner:
             raise _Refused(403, f"credential of node {owner!r} may not act on node {node!r}")
         return owner
+
+    def _renew(self, node: str, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        """A fresh credential for the node; the one presented is revoked."""
+        with self._lock:
+            held = self.nodes[node]
+            self.revoked.add(held.credential)
+            held.credential = f"node-{node}-renewed-{len(self.revoked)}-" + "x" * 16
+            self.renewals.append(node)
+        reply = EnrolResponse(
+            node=node, credential=held.credential, expires_at=datetime.now(UTC) + timedelta(days=30)
+        )
+        return 200, reply.model_dump(mode="json"), {}
 
     def _heartbeat(self, node: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
         try:

@@ -116,3 +116,24 @@ async def test_a_spent_enrolment_token_is_refused_clearly(tmp_path: Path) -> Non
                 Agent(settings_for(fake.url, tmp_path / "s")).run(asyncio.Event()), 20
             )
         assert fake.refused == [("/v1/enrol", 401)]
+
+
+async def test_a_credential_close_to_expiry_is_renewed_and_the_new_one_used(
+    tmp_path: Path,
+) -> None:
+    with FakeController(tokens={TOKEN}) as fake:
+        # renew whenever fewer than 31 days are left: the fake's credentials last 30
+        settings = settings_for(fake.url, tmp_path / "s", renew_before_s=31 * 24 * 3600.0)
+        async with running_agent(settings):
+            await eventually(lambda: fake.renewals, what="a renewal")
+            renewed = fake.nodes["edge-1"].credential
+            beats = len(fake.heartbeats)
+            await eventually(lambda: len(fake.heartbeats) > beats + 1, what="heartbeats after it")
+        # the old credential was revoked, and no request was refused: the agent switched
+        assert not [r for r in fake.refused if r[1] == 401]
+    store = AgentStore(tmp_path / "s")
+    try:
+        held = store.credential()
+        assert held is not None and held.credential in (renewed, fake.nodes["edge-1"].credential)
+    finally:
+        store.close()

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ class Agent:
         self.store: AgentStore | None = None
         self.reconciler: Reconciler | None = None
         self.node = settings.name
+        self.credential: Credential | None = None
         self.desired: DesiredState | None = None
         self.heartbeat_s = settings.heartbeat_s
         self._wake = asyncio.Event()
@@ -224,6 +226,7 @@ class Agent:
             credential = await self._enrol(identity)
         self.node = credential.node
         self.client.credential = credential.credential
+        self.credential = credential
         loops = [
             self._guard(self._heartbeat_loop(telemetry)),
             self._guard(self._poll_loop()),
@@ -293,7 +296,33 @@ class Agent:
                 held = self.desired.generation if self.desired else 0
                 if reply.desired_generation != held:
                     self._poll_now.set()
+                await self._renew_if_due()
             await asyncio.sleep(self.heartbeat_s)
+
+    async def _renew_if_due(self) -> None:
+        """Renew the node credential before it expires (node credentials last weeks; a
+        node that is online renews well before, so it never needs a new enrolment)."""
+        assert self.store is not None
+        held = self.credential
+        if held is None:
+            return
+        left_s = (held.expires_at - datetime.now(UTC)).total_seconds()
+        if left_s > self.settings.renew_before_s:
+            return
+        try:
+            reply = await self.client.renew(self.node)
+        except CredentialRejectedError:
+            raise
+        except ControllerError as exc:  # unreachable or refused: the next heartbeat retries
+            log.warning("renewing the node credential failed: %s", exc.message)
+            return
+        renewed = Credential(reply.node, reply.credential, reply.expires_at, held.token_sha256)
+        self.store.save_credential(renewed)
+        self.credential, self.client.credential = renewed, renewed.credential
+        self.record(
+            "agent.credential_renewed", self.node, {"expires_at": reply.expires_at.isoformat()}
+        )
+        log.info("node credential renewed (expires %s)", reply.expires_at.isoformat())
 
     async def _poll_loop(self) -> None:
         assert self.store is not None

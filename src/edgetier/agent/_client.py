@@ -90,6 +90,11 @@ class ControllerClient:
         response = await self._request("POST", "/v1/enrol", json=_json(request), auth=False)
         return EnrolResponse.model_validate_json(response.content)
 
+    async def renew(self, node: str) -> EnrolResponse:
+        """A fresh node credential; the controller revokes the one presented."""
+        response = await self._request("POST", f"/v1/nodes/{node}/credential")
+        return EnrolResponse.model_validate_json(response.content)
+
     async def heartbeat(self, node: str, heartbeat: Heartbeat) -> HeartbeatReply:
         response = await self._request("POST", f"/v1/nodes/{node}/heartbeat", json=_json(heartbeat))
         return HeartbeatReply.model_validate_json(response.content)

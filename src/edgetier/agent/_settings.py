@@ -74,6 +74,11 @@ class AgentSettings(ConfigModel):
     )
     max_pipelines: int = Field(default=9, ge=1, le=9, description="pipelines in the port plan")
     resync_s: float = Field(default=5.0, gt=0, description="reconcile at least this often")
+    renew_before_s: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=0,
+        description="renew the node credential when it expires within this (online only)",
+    )
     edgetier: list[str] | None = Field(
         default=None, description="command that runs `edgetier`; None: the one of this Python"
     )
