@@ -457,15 +457,15 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
 
     @_rpc()
     async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
-        raise _NO_CUDA_SHM
+        raise _no_cuda_shm()
 
     @_rpc()
     async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        raise _NO_CUDA_SHM
+        raise _no_cuda_shm()
 
     @_rpc()
     async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
-        raise _NO_CUDA_SHM
+        raise _no_cuda_shm()
 
     @_rpc()
     async def TraceSetting(self, request: Any, context: Any) -> Any:
@@ -476,7 +476,10 @@ class GrpcService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignor
         raise UnsupportedError("log settings are not supported")
 
 
-_NO_CUDA_SHM = UnsupportedError(
-    "CUDA shared memory is not supported by this server; use system shared memory "
-    "or send the data in the request"
-)
+def _no_cuda_shm() -> UnsupportedError:
+    # a new error each time: one raised again and again would keep every earlier call's
+    # frame (its request, its context) alive in its ever longer traceback
+    return UnsupportedError(
+        "CUDA shared memory is not supported by this server; use system shared memory "
+        "or send the data in the request"
+    )
