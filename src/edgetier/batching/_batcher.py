@@ -30,6 +30,7 @@ from edgetier.batching._options import BatcherOptions, check_execute, make_optio
 from edgetier.batching._results import QUEUE_WAIT_BUCKETS_US, BatcherStats, BatchResult, Tensors
 from edgetier.errors import (
     ConfigError,
+    EdgeTierError,
     InvalidInputError,
     QueueFullError,
     RequestTimeoutError,
@@ -263,7 +264,8 @@ class DynamicBatcher:
         plus two moving deviations, so the estimate errs long. Admission and
         ``retry_after_s`` use it.
         """
-        return self._wait_s() if self._depth else 0.0
+        rate = self._service_rate()
+        return self._wait_s(rate) if self._depth and rate > 0 else 0.0
 
     def check_admission(self, timeout_us: int = 0) -> None:
         """Raise the QueueFullError a request with this timeout would get if submitted now
@@ -274,9 +276,7 @@ class DynamicBatcher:
         with self._lock:
             refusal = self._admit(timeout_us) if self._state == _RUNNING else None
         if refusal is not None:
-            self._stats.failure_count += 1
-            self._stats.rejected_count += 1
-            raise refusal
+            raise self._refused(refusal)
 
     @property
     def running(self) -> bool:
@@ -310,9 +310,7 @@ class DynamicBatcher:
         execute() raised for its batch.
         """
         if self._state != _RUNNING:
-            self._stats.failure_count += 1
-            self._stats.rejected_count += 1
-            raise self._not_running()
+            raise self._refused(self._not_running())
         if asyncio.get_running_loop() is not self._loop:
             raise UsageError(
                 f"batcher {self.name!r} was started on another event loop; submit from the "
@@ -338,18 +336,16 @@ class DynamicBatcher:
             else:
                 max_queue_size = self.options.max_queue_size
                 if max_queue_size and self._depth >= max_queue_size:
-                    self._stats.failure_count += 1
-                    self._stats.rejected_count += 1
-                    raise QueueFullError(
-                        f"queue of {self.name!r} is full: {self._depth} requests queued, "
-                        f"max_queue_size {max_queue_size}",
-                        retry_after_s=self._retry_after_s(),
+                    raise self._refused(
+                        QueueFullError(
+                            f"queue of {self.name!r} is full: {self._depth} requests queued, "
+                            f"max_queue_size {max_queue_size}",
+                            retry_after_s=self._retry_after_s(),
+                        )
                     )
                 refusal = self._admit(timeout_us)
                 if refusal is not None:
-                    self._stats.failure_count += 1
-                    self._stats.rejected_count += 1
-                    raise refusal
+                    raise self._refused(refusal)
                 self._enqueue(request)
                 job = None
         if job is None:
@@ -371,6 +367,12 @@ class DynamicBatcher:
                 self._stats.cancelled_count += 1
                 self._schedule()
             raise
+
+    def _refused(self, error: EdgeTierError) -> EdgeTierError:
+        """Count a request refused at once (never queued); return the error to raise."""
+        self._stats.failure_count += 1
+        self._stats.rejected_count += 1
+        return error
 
     def _make_request(self, inputs: Tensors, priority: int, timeout_us: int) -> Request:
         if not isinstance(inputs, dict) or not inputs:
@@ -748,11 +750,8 @@ class DynamicBatcher:
             return 0.0
         return self.options.instance_count * requests / (batch_s + self._margin_s())
 
-    def _wait_s(self) -> float:
-        """(See estimated_wait_s) 0 before any batch has finished."""
-        rate = self._service_rate()
-        if rate <= 0:
-            return 0.0
+    def _wait_s(self, rate: float) -> float:
+        """(See estimated_wait_s) at ``rate``, the service rate (> 0)."""
         busy_s = self._ewma_batch_s + self._margin_s() if not self._free else 0.0
         return self._depth / rate + busy_s
 
@@ -761,9 +760,10 @@ class DynamicBatcher:
 
     def _retry_after_s(self) -> float:
         """Seconds until the queue ahead has been worked through, at the recent rate."""
-        if self._service_rate() <= 0:
+        rate = self._service_rate()
+        if rate <= 0:
             return 1.0
-        return min(60.0, max(0.001, self._wait_s()))
+        return min(60.0, max(0.001, self._wait_s(rate)))
 
     def _admit(self, timeout_us: int) -> QueueFullError | None:
         """(Under the lock) None when a request may queue, else the refusal to raise.
@@ -778,7 +778,7 @@ class DynamicBatcher:
         rate = self._service_rate()
         if rate <= 0:
             return None
-        wait_s = self._wait_s()
+        wait_s = self._wait_s(rate)
         budget_s = budget_us / 1e6
         if wait_s <= budget_s:
             return None

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgetier.errors import InvalidInputError
 from edgetier.runtime import element_size, to_numpy_dtype
+
+if TYPE_CHECKING:
+    from edgetier.server._shm import SharedMemoryRegistry
 
 _LEN = struct.Struct("<I")
 _JSON_KINDS: dict[str, str] = {"BOOL": "b", "BYTES": "U"}
@@ -61,12 +64,22 @@ def deserialize_bytes(
     Returns a flat object array of ``bytes``.
     """
     view = memoryview(buffer)
-    size = len(view)
-    if count > size // 4:  # checked before anything is allocated for the elements
+    _check_bytes_room(count, len(view), name=name, where=where)
+    return _parse_bytes(view, count, name=name, where=where)
+
+
+def _check_bytes_room(count: int, nbytes: int, *, name: str, where: str) -> None:
+    """Raise unless ``nbytes`` holds ``count`` length prefixes at least: checked before
+    anything is allocated for the elements."""
+    if count > nbytes // 4:
         raise InvalidInputError(
             f"input {name!r}: the shape needs {count} BYTES elements, at least {4 * count} "
-            f"bytes (a 4-byte length each), but {where} holds {size}"
+            f"bytes (a 4-byte length each), but {where} holds {nbytes}"
         )
+
+
+def _parse_bytes(view: memoryview, count: int, *, name: str, where: str) -> np.ndarray:
+    size = len(view)
     out = np.empty(count, dtype=object)
     pos = 0
     unpack = _LEN.unpack_from
@@ -96,25 +109,23 @@ def deserialize_bytes(
 # ------------------------------------------------------------------------------ raw
 
 
-def check_carried(
+def _check_carried(
     nbytes: int, datatype: str, shape: Sequence[int], *, name: str, where: str = "binary data"
-) -> None:
+) -> int:
     """Raise unless ``nbytes`` can hold the tensor the shape claims (exactly, for fixed-size
-    types; at least the length prefixes, for BYTES): checked before reading or allocating."""
+    types; at least the length prefixes, for BYTES): checked before reading or allocating.
+    Returns the shape's element count."""
     count = element_count(shape)
     if datatype == "BYTES":
-        if count > nbytes // 4:
-            raise InvalidInputError(
-                f"input {name!r}: the shape needs {count} BYTES elements, at least "
-                f"{4 * count} bytes (a 4-byte length each), but {where} holds {nbytes}"
-            )
-        return
+        _check_bytes_room(count, nbytes, name=name, where=where)
+        return count
     expected = count * to_numpy_dtype(datatype).itemsize
     if nbytes != expected:
         raise InvalidInputError(
             f"input {name!r}: {where} has {nbytes} bytes, shape {list(shape)} of {datatype} "
             f"needs {expected}"
         )
+    return count
 
 
 def from_raw(
@@ -126,13 +137,42 @@ def from_raw(
     where: str = "binary data",
 ) -> np.ndarray:
     """A tensor from raw bytes: zero-copy for fixed-size types; sizes must agree exactly."""
-    count = element_count(shape)
+    nbytes = len(buffer) if isinstance(buffer, bytes) else memoryview(buffer).nbytes
+    count = _check_carried(nbytes, datatype, shape, name=name, where=where)
+    return _tensor(buffer, datatype, shape, count, name=name, where=where)
+
+
+def from_shm(
+    shm: SharedMemoryRegistry,
+    region: str,
+    offset: int,
+    byte_size: int,
+    datatype: str,
+    shape: Sequence[int],
+    *,
+    name: str,
+    where: str,
+) -> np.ndarray:
+    """An input in a shared-memory region: ``byte_size`` is checked against the shape
+    before the region is read (into a copy: see edgetier.server._shm)."""
+    count = _check_carried(byte_size, datatype, shape, name=name, where=where)
+    data = shm.read(region, offset, byte_size, tensor=name)
+    return _tensor(data, datatype, shape, count, name=name, where=where)
+
+
+def _tensor(
+    buffer: bytes | memoryview,
+    datatype: str,
+    shape: Sequence[int],
+    count: int,
+    *,
+    name: str,
+    where: str,
+) -> np.ndarray:
+    """The tensor of ``count`` elements in ``buffer``, whose size _check_carried passed."""
     if datatype == "BYTES":
-        return deserialize_bytes(buffer, count, name=name, where=where).reshape(shape)
-    dtype = to_numpy_dtype(datatype)
-    got = len(buffer) if isinstance(buffer, bytes) else memoryview(buffer).nbytes
-    check_carried(got, datatype, shape, name=name, where=where)
-    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+        return _parse_bytes(memoryview(buffer), count, name=name, where=where).reshape(shape)
+    return np.frombuffer(buffer, dtype=to_numpy_dtype(datatype), count=count).reshape(shape)
 
 
 def to_raw(array: np.ndarray, datatype: str) -> bytes | memoryview:

@@ -25,7 +25,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from edgetier.errors import EdgeTierError, InvalidInputError, UnsupportedError
 from edgetier.server import _errors
 from edgetier.server._backend import Backend
-from edgetier.server._codec import check_carried, from_raw, to_raw
+from edgetier.server._codec import from_raw, from_shm, to_raw
 from edgetier.server._core import InferRequest, OutputTensor, RequestedOutput, int_param, run
 from edgetier.server._manager import ModelVersion
 
@@ -94,14 +94,15 @@ def decode_request(request: Any, version: ModelVersion, backend: Backend) -> Inf
         params = tensor.parameters
         if params and "shared_memory_region" in params:
             region, offset, size = _shm_ref(params, name, backend)
-            where = f"shared memory region {region!r} (byte_size {size})"
-            check_carried(size, entry.datatype, shape, name=name, where=where)
-            inputs[name] = from_raw(
-                backend.shm.read(region, offset, size, tensor=name),
+            inputs[name] = from_shm(
+                backend.shm,
+                region,
+                offset,
+                size,
                 entry.datatype,
                 shape,
                 name=name,
-                where=where,
+                where=f"shared memory region {region!r} (byte_size {size})",
             )
         elif raws:
             if raw_index >= len(raws):

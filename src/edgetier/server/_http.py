@@ -367,7 +367,7 @@ def _route(method: str, path: str) -> tuple[_Route, dict[str, str]]:
             continue
         found = route.pattern.fullmatch(trimmed)
         if found is not None:
-            return route, {k: v or "" for k, v in found.groupdict().items()}
+            return route, found.groupdict("")  # "": a part the path leaves out
     raise NotFoundError(f"no route for {method} {path}")
 
 

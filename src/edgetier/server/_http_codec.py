@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from edgetier.errors import InvalidInputError
-from edgetier.server._codec import check_carried, from_json, from_raw, to_json, to_raw
+from edgetier.server._codec import from_json, from_raw, from_shm, to_json, to_raw
 from edgetier.server._core import InferRequest, OutputTensor, RequestedOutput, int_param
 from edgetier.server._manager import ModelVersion
 from edgetier.server._shm import SharedMemoryRegistry
@@ -100,10 +100,16 @@ def decode_request(
         params = _obj(params, f"inputs[{index}].parameters") if params is not None else {}
         if "shared_memory_region" in params:
             region, offset, size = _shm_ref(params, entry.name, shm)
-            where = f"shared memory region {region!r} (shared_memory_byte_size {size})"
-            check_carried(size, entry.datatype, shape, name=entry.name, where=where)
-            data = shm.read(region, offset, size, tensor=entry.name)
-            inputs[entry.name] = from_raw(data, entry.datatype, shape, name=entry.name, where=where)
+            inputs[entry.name] = from_shm(
+                shm,
+                region,
+                offset,
+                size,
+                entry.datatype,
+                shape,
+                name=entry.name,
+                where=f"shared memory region {region!r} (shared_memory_byte_size {size})",
+            )
         elif "binary_data_size" in params:
             size = int_param(params["binary_data_size"], "binary_data_size")
             if header_length is None:
