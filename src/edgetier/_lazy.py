@@ -31,7 +31,10 @@ def lazy_names(
         try:
             loaded = importlib.import_module(f"{package}.{module}")
         except ModuleNotFoundError as exc:
-            raise missing_extra(exc) or exc from exc
+            error = missing_extra(exc)  # its cause is exc
+            if error is None:
+                raise
+            raise error from exc
         value = getattr(loaded, name)
         setattr(sys.modules[package], name, value)  # later lookups skip this hook
         return value

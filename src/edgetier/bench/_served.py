@@ -22,7 +22,13 @@ from typing import Any
 import yaml
 
 from edgetier.errors import ConfigError
-from edgetier.runtime import ModelConfig, ModelRepository, config_for_file, load_config_file
+from edgetier.runtime import (
+    PROVIDER_NAMES,
+    ModelConfig,
+    ModelRepository,
+    config_for_file,
+    load_config_file,
+)
 from edgetier.synthetic import DEMO_MODELS, build_demo_repository
 
 __all__ = [
@@ -38,13 +44,7 @@ BARE_FILE_QUEUE_DELAY_US = 2000
 """Queue delay of the dynamic batching a bare ONNX file (no config.yaml) is compared with."""
 
 SPINNING_KEY = "session.intra_op.allow_spinning"
-PROVIDER_CHOICES = ("cpu", "cuda", "tensorrt")
-_ORT_NAMES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
-_CHAINS = {"cpu": ["cpu"], "cuda": ["cuda", "cpu"], "tensorrt": ["tensorrt", "cuda", "cpu"]}
+PROVIDER_CHOICES = tuple(sorted(PROVIDER_NAMES))  # cpu, cuda, tensorrt
 
 OPTION, CONFIG, SERVER_DEFAULT, BENCH_DEFAULT = (
     "option",
@@ -229,7 +229,7 @@ def first_provider(config: ModelConfig) -> str:
     group = config.instance_group[0]
     wanted = ["cpu"] if group.kind == "KIND_CPU" else list(config.optimization.execution_providers)
     for key in wanted:
-        if _ORT_NAMES[key] in available:
+        if PROVIDER_NAMES[key] in available:
             return key
     raise ConfigError(
         f"model {config.name!r}: none of the providers {wanted} is in this onnxruntime "
@@ -347,7 +347,8 @@ def _apply(data: dict[str, Any], options: ServerSettings) -> dict[str, Any]:
     if options.inter_op_threads is not None:
         opt["inter_op_threads"] = options.inter_op_threads
     if options.provider is not None:
-        opt["execution_providers"] = list(_CHAINS[options.provider])
+        order = list(PROVIDER_NAMES)  # fastest first: the given one, then those after it
+        opt["execution_providers"] = order[order.index(options.provider) :]
         kind = "KIND_CPU" if options.provider == "cpu" else "KIND_GPU"
         data["instance_group"] = [
             {**g, "kind": kind, "gpus": [] if kind == "KIND_CPU" else g.get("gpus", [])}

@@ -9,8 +9,9 @@ Usage::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from edgetier._lazy import lazy_names
 from edgetier.runtime._autocomplete import config_for_file
 from edgetier.runtime._config import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -90,10 +91,5 @@ __all__ = [
     "visible_gpu_count",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "OnnxEngine":  # imported on first use: it brings onnxruntime
-        from edgetier.runtime._onnx import OnnxEngine
-
-        return OnnxEngine
-    raise AttributeError(f"module 'edgetier.runtime' has no attribute {name!r}")
+# OnnxEngine is imported on first use: it brings onnxruntime
+__getattr__, __dir__ = lazy_names(__name__, {"OnnxEngine": "_onnx"}, __all__)

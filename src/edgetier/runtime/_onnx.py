@@ -406,8 +406,8 @@ class OnnxEngine(Engine):
         label = f"model {config.name!r} instance {placement.instance}"
         if not path.is_file():
             raise ModelLoadError(f"model {config.name!r}: {path} does not exist")
-        plan = plan_providers(config, placement=placement)
         have = ort.get_available_providers()
+        plan = plan_providers(config, available=have, placement=placement)
         if not plan.providers:
             raise ModelLoadError(
                 f"{label}: none of optimization.execution_providers "

@@ -479,8 +479,13 @@ def export_onnx(
     return diff
 
 
-def _write_card(path: Path, card: ModelCard) -> None:
-    path.write_text(
+def _export(
+    model: Any, path: Path, example: np.ndarray, card: ModelCard, progress: Progress
+) -> None:
+    """Export ``model`` to ``path`` (checked against onnxruntime) with its YAML sidecar."""
+    diff = export_onnx(model, path, example, output_name=card.output_name)
+    progress(f"exported {path} (onnxruntime vs torch max |diff| {diff:.1e})")
+    path.with_suffix(".yaml").write_text(
         yaml.safe_dump(card.model_dump(mode="json", exclude_none=True), sort_keys=False), "utf-8"
     )
 
@@ -495,69 +500,54 @@ def build_models(
     today = dt.date.today().isoformat()
     command = REBUILD_COMMAND if config == TrainConfig(seed=config.seed) else "build_models(...)"
 
+    def made(steps: int, batch_size: int, started_s: float) -> TrainingInfo:
+        return TrainingInfo(
+            command=command,
+            seed=config.seed,
+            steps=steps,
+            batch_size=batch_size,
+            seconds=round(time.perf_counter() - started_s, 1),
+            torch_version=str(torch.__version__),
+            date=today,
+        )
+
     started = time.perf_counter()
     detector = train_detector(config, progress)
-    det_s = time.perf_counter() - started
+    det_card = ModelCard(
+        name="synthetic-traffic-detector",
+        task="detect",
+        layout="yolov8",
+        input_name="images",
+        output_name="output0",
+        input_size=config.input_hw,
+        letterbox_value=PAD_VALUE,
+        names=list(CLASS_NAMES),
+        strides=[8, 16],
+        training=made(config.detector_steps, config.batch_size, started),
+    )
     example, _, _ = next(
         detector_batches(
             np.random.default_rng([config.seed, 99]), replace(config, batch_size=2, crop_hw=None)
         )
     )
     det_path = out_dir / "detector.onnx"
-    diff = export_onnx(detector, det_path, example, output_name="output0")
-    progress(f"exported {det_path} (onnxruntime vs torch max |diff| {diff:.1e})")
-    _write_card(
-        det_path.with_suffix(".yaml"),
-        ModelCard(
-            name="synthetic-traffic-detector",
-            task="detect",
-            layout="yolov8",
-            input_name="images",
-            output_name="output0",
-            input_size=config.input_hw,
-            letterbox_value=PAD_VALUE,
-            names=list(CLASS_NAMES),
-            strides=[8, 16],
-            training=TrainingInfo(
-                command=command,
-                seed=config.seed,
-                steps=config.detector_steps,
-                batch_size=config.batch_size,
-                seconds=round(det_s, 1),
-                torch_version=str(torch.__version__),
-                date=today,
-            ),
-        ),
-    )
+    _export(detector, det_path, example, det_card, progress)
 
     started = time.perf_counter()
     colour = train_colour(config, progress)
-    col_s = time.perf_counter() - started
+    col_card = ModelCard(
+        name="synthetic-vehicle-colour",
+        task="classify",
+        layout="probs",
+        input_name="images",
+        output_name="probs",
+        input_size=(COLOUR_INPUT, COLOUR_INPUT),
+        names=list(COLOUR_NAMES),
+        training=made(config.colour_steps, config.colour_batch_size, started),
+    )
     crops, _ = next(colour_batches(np.random.default_rng([config.seed, 98]), 2))
     col_path = out_dir / "colour.onnx"
-    diff = export_onnx(colour, col_path, crops, output_name="probs")
-    progress(f"exported {col_path} (onnxruntime vs torch max |diff| {diff:.1e})")
-    _write_card(
-        col_path.with_suffix(".yaml"),
-        ModelCard(
-            name="synthetic-vehicle-colour",
-            task="classify",
-            layout="probs",
-            input_name="images",
-            output_name="probs",
-            input_size=(COLOUR_INPUT, COLOUR_INPUT),
-            names=list(COLOUR_NAMES),
-            training=TrainingInfo(
-                command=command,
-                seed=config.seed,
-                steps=config.colour_steps,
-                batch_size=config.colour_batch_size,
-                seconds=round(col_s, 1),
-                torch_version=str(torch.__version__),
-                date=today,
-            ),
-        ),
-    )
+    _export(colour, col_path, crops, col_card, progress)
     return {"detector": det_path, "colour": col_path}
 
 

@@ -128,9 +128,6 @@ def test_serve_option_defaults_are_the_settings_defaults() -> None:
         field = {"load_model": "load_models"}.get(name, name)
         if field in fields and field != "model_repository":
             expected = fields[field].get_default(call_default_factory=True)
-            if field == "metrics_port":
-                assert default == expected
-            else:
-                assert default == expected, name
+            assert default == expected, name
             checked += 1
     assert checked >= 20

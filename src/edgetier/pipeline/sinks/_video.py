@@ -187,8 +187,8 @@ class _VideoWriter:
                 break
             self._write(frame)
         if self._first is not None:  # a one-frame stream: no second frame gives the rate
-            self._rate = self._rate or DEFAULT_RATE
-            self._write(self._first)
+            self._rate = DEFAULT_RATE
+            self._write_one(self._first)
         if self._container is not None:
             try:
                 for packet in self._stream.encode(None):
@@ -251,32 +251,25 @@ class _VideoWriter:
         self._last_pts = max(pts, self._last_pts + 1)
         return self._last_pts
 
-    def _settle_rate(self, frame: FramePacket) -> list[FramePacket]:
-        """The frames ready to write: the first one waits for the second, whose media
-        time tells the source's frame rate (when the config gives none)."""
-        if self._rate is not None:
-            return [frame]
-        if self._first is None:
-            self._first = frame
-            return []
-        first, self._first = self._first, None
-        step_s = frame.meta.media_ts_s - first.meta.media_ts_s
-        self._rate = _rate_of(1.0 / step_s) if step_s > 0 else DEFAULT_RATE
-        log.info(
-            "video %s: stream %s at the source's rate, %.3g fps",
-            self.sink.name,
-            self.stream_id,
-            float(self._rate),
-        )
-        return [first, frame]
-
     def _write(self, frame: FramePacket) -> None:
-        if self._container is None and not self._gave_up:
-            ready = self._settle_rate(frame)
+        """Write a frame. While the rate is unknown (the config gives none), the first
+        frame waits for the second, whose media time tells the source's frame rate."""
+        if self._rate is not None:
+            self._write_one(frame)
+        elif self._first is None:
+            self._first = frame
         else:
-            ready = [frame]
-        for item in ready:
-            self._write_one(item)
+            first, self._first = self._first, None
+            step_s = frame.meta.media_ts_s - first.meta.media_ts_s
+            self._rate = _rate_of(1.0 / step_s) if step_s > 0 else DEFAULT_RATE
+            log.info(
+                "video %s: stream %s at the source's rate, %.3g fps",
+                self.sink.name,
+                self.stream_id,
+                float(self._rate),
+            )
+            self._write_one(first)
+            self._write_one(frame)
 
     def _write_one(self, frame: FramePacket) -> None:
         import av
