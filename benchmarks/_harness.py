@@ -7,7 +7,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,16 @@ def timed(call: Callable[[], object], n: int) -> list[int]:
     for _ in range(n):
         start = time.perf_counter_ns()
         call()
+        out.append(time.perf_counter_ns() - start)
+    return out
+
+
+async def timed_async(call: Callable[[], Awaitable[object]], n: int) -> list[int]:
+    """Latencies in ns of ``n`` awaited calls made one after the other."""
+    out = []
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        await call()
         out.append(time.perf_counter_ns() - start)
     return out
 

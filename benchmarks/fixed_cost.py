@@ -51,7 +51,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 import yaml
-from _harness import RESULTS, null_grpc_service, save, timed, wait_ready
+from _harness import RESULTS, null_grpc_service, save, timed, timed_async, wait_ready
 from onnx import TensorProto, helper
 
 from edgetier.batching import DynamicBatcher, batch
@@ -190,15 +190,7 @@ class _Paths:
         self.shm_http = _Shm(self.http, httpclient, model, x, "http")
 
     def _async(self, make: Callable[[], Any]) -> Timed:
-        async def run(n: int) -> list[int]:
-            out = []
-            for _ in range(n):
-                start = time.perf_counter_ns()
-                await make()
-                out.append(time.perf_counter_ns() - start)
-            return out
-
-        return lambda n: self.loop.run_until_complete(run(n))
+        return lambda n: self.loop.run_until_complete(timed_async(make, n))
 
     def latency_points(self) -> dict[tuple[str, str | None, str | None], Timed]:
         """(system, protocol, tensors) -> timed call."""

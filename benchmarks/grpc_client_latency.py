@@ -15,27 +15,17 @@ import argparse
 import asyncio
 import queue
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from _harness import RESULTS, null_grpc_service, save, timed, wait_ready
+from _harness import RESULTS, null_grpc_service, save, timed, timed_async, wait_ready
 
 from edgetier.bench import BenchResult, latency_summary, make_report
 from edgetier.runtime import ModelRepository, load_engine
 from edgetier.synthetic import build_demo_repository
 from edgetier.testing import ServerProcess, free_port
-
-
-async def _timed_async(call, n: int) -> list[int]:  # type: ignore[no-untyped-def]
-    out = []
-    for _ in range(n):
-        start = time.perf_counter_ns()
-        await call()
-        out.append(time.perf_counter_ns() - start)
-    return out
 
 
 class _Clients:
@@ -79,7 +69,7 @@ class _Clients:
 
     def points(self, label: str) -> dict[str, object]:
         def run(call):  # type: ignore[no-untyped-def]
-            return lambda n: self.loop.run_until_complete(_timed_async(call, n))
+            return lambda n: self.loop.run_until_complete(timed_async(call, n))
 
         return {
             f"{label}, sync unary client": lambda n: timed(self.sync_unary, n),
