@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from edgetier.control._db import DeploymentRow, ModelVersionRow, NodeRow, PipelineRow
 from edgetier.control._events import CONTROLLER, append
 from edgetier.control._protocol import Assignment
-from edgetier.control._resources import DeploymentSpec, ModelRef, ModelVersionInfo
+from edgetier.control._resources import DeploymentSpec, ModelRef, ModelVersionInfo, PlacedLoad
 from edgetier.control._scheduler import PlacementPolicy, schedule
 from edgetier.control._views import (
     condition_true,
@@ -83,12 +83,20 @@ def reconcile(
     return result
 
 
-def _placed_on(rows: dict[str, DeploymentRow], skip: str) -> dict[str, list[str]]:
-    on: dict[str, list[str]] = defaultdict(list)
+def _loads(rows: dict[str, DeploymentRow], skip: str) -> dict[str, dict[str, PlacedLoad]]:
+    """By node: what each deployment but ``skip`` placed there takes of it (the shares and
+    streams of its replicas there, summed)."""
+    on: dict[str, dict[str, PlacedLoad]] = defaultdict(dict)
     for row in rows.values():
-        if row.name != skip:
-            for placement in row.placements:
-                on[placement["node"]].append(row.name)
+        if row.name == skip:
+            continue
+        for placement in row.placements:
+            loads = on[placement["node"]]
+            before = loads.get(row.name, PlacedLoad())
+            loads[row.name] = PlacedLoad(
+                share=min(1.0, before.share + placement.get("share", 0.0)),
+                streams=before.streams + placement.get("streams", 0),
+            )
     return on
 
 
@@ -103,8 +111,11 @@ def _place(
     """Run the scheduler for one deployment; True when its placements were replaced."""
     deployment = deployment_resource(row)
     version = resolve_model(session, model_of(row.spec))
-    on = _placed_on(rows, row.name)
-    views = [node_resource(node, on.get(name)) for name, node in nodes.items()]
+    on = _loads(rows, row.name)
+    views = [
+        node_resource(node, on.get(name, {}).keys(), load=on.get(name))
+        for name, node in nodes.items()
+    ]
     decision = schedule(deployment, views, model_info(version) if version else None, policy=policy)
     rejected = {r.node for r in decision.reports if not r.eligible}
     current = {p["node"] for p in row.placements}

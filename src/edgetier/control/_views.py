@@ -7,7 +7,7 @@ compute a deployment's conditions from its placements and its nodes' reports.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from edgetier.control._resources import (
     Node,
     NodeSpec,
     NodeStatus,
+    PlacedLoad,
     Placement,
     TelemetrySummary,
 )
@@ -62,7 +63,11 @@ def set_condition(
     return [c for c in conditions if c.get("type") != kind] + [new]
 
 
-def node_resource(row: NodeRow, placements: list[str] | None = None) -> Node:
+def node_resource(
+    row: NodeRow, placements: Iterable[str] = (), *, load: Mapping[str, PlacedLoad] | None = None
+) -> Node:
+    """The node with the deployments placed on it and, for the scheduler, what each of
+    them takes of it."""
     return Node(
         metadata=Metadata(name=row.name, labels=dict(row.labels)),
         spec=NodeSpec(
@@ -75,7 +80,8 @@ def node_resource(row: NodeRow, placements: list[str] | None = None) -> Node:
             conditions=[Condition.model_validate(c) for c in row.conditions],
             last_heartbeat=row.last_heartbeat,
             telemetry=TelemetrySummary.model_validate(row.telemetry or {}),
-            placements=sorted(placements or []),
+            placements=sorted(placements),
+            load=dict(load or {}),
         ),
     )
 
