@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgetier import __version__
 from edgetier.config import validate
+from edgetier.control import _loop
 from edgetier.control._auth import Principal
 from edgetier.control._events import SequenceGapError
 from edgetier.control._metrics import MetricsMiddleware
@@ -88,7 +89,7 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.notifier.bind(asyncio.get_running_loop())
         stop = asyncio.Event()
-        task = asyncio.create_task(service.run_loop(stop)) if run_loop else None
+        task = asyncio.create_task(_loop.run_loop(service, stop)) if run_loop else None
         try:
             yield
         finally:

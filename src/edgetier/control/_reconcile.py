@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from edgetier.control._db import DeploymentRow, ModelVersionRow, NodeRow, PipelineRow
 from edgetier.control._events import CONTROLLER, append
 from edgetier.control._protocol import Assignment
-from edgetier.control._resources import DeploymentSpec, ModelRef, ModelVersionInfo
+from edgetier.control._resources import DeploymentSpec, ModelRef, ModelVersionInfo, PlacedLoad
 from edgetier.control._scheduler import PlacementPolicy, schedule
 from edgetier.control._views import (
     condition_true,
@@ -38,7 +38,18 @@ from edgetier.control._views import (
     set_condition,
 )
 
-__all__ = ["ReconcileResult", "mark_offline", "model_of", "reconcile", "resolve_model"]
+__all__ = [
+    "ReconcileResult",
+    "mark_offline",
+    "model_of",
+    "placements_by_node",
+    "reconcile",
+    "resolve_model",
+    "silent_nodes",
+    "unsatisfied",
+    "users_of_model",
+    "users_of_pipeline",
+]
 
 
 @dataclass
@@ -63,6 +74,50 @@ def resolve_model(session: Session, ref: ModelRef | None) -> ModelVersionRow | N
     return session.scalars(query.order_by(ModelVersionRow.version.desc()).limit(1)).first()
 
 
+def placements_by_node(session: Session) -> dict[str, list[str]]:
+    """The deployments placed on each node (each name once)."""
+    on: dict[str, list[str]] = defaultdict(list)
+    for name, placements in session.execute(select(DeploymentRow.name, DeploymentRow.placements)):
+        for node in dict.fromkeys(p["node"] for p in placements):
+            on[node].append(name)
+    return on
+
+
+def unsatisfied(session: Session) -> list[str]:
+    """Deployments not fully placed, or not placed for their current spec: those a new
+    or returning node may help."""
+    return [
+        name
+        for name, satisfied, observed, generation in session.execute(
+            select(
+                DeploymentRow.name,
+                DeploymentRow.satisfied,
+                DeploymentRow.observed_generation,
+                DeploymentRow.generation,
+            )
+        )
+        if not satisfied or observed != generation
+    ]
+
+
+def users_of_model(session: Session, model: str) -> list[str]:
+    """Deployments that run ``model`` (themselves or in their pipeline)."""
+    return [
+        name
+        for name, spec in session.execute(select(DeploymentRow.name, DeploymentRow.spec))
+        if (ref := model_of(spec)) is not None and ref.name == model
+    ]
+
+
+def users_of_pipeline(session: Session, pipeline: str) -> list[str]:
+    """Deployments that run the pipeline file held as ``pipeline``."""
+    return [
+        name
+        for name, spec in session.execute(select(DeploymentRow.name, DeploymentRow.spec))
+        if (spec.get("pipeline") or {}).get("name") == pipeline
+    ]
+
+
 def reconcile(
     session: Session,
     now: datetime,
@@ -83,12 +138,20 @@ def reconcile(
     return result
 
 
-def _placed_on(rows: dict[str, DeploymentRow], skip: str) -> dict[str, list[str]]:
-    on: dict[str, list[str]] = defaultdict(list)
+def _loads(rows: dict[str, DeploymentRow], skip: str) -> dict[str, dict[str, PlacedLoad]]:
+    """By node: what each deployment but ``skip`` placed there takes of it (the shares and
+    streams of its replicas there, summed)."""
+    on: dict[str, dict[str, PlacedLoad]] = defaultdict(dict)
     for row in rows.values():
-        if row.name != skip:
-            for placement in row.placements:
-                on[placement["node"]].append(row.name)
+        if row.name == skip:
+            continue
+        for placement in row.placements:
+            loads = on[placement["node"]]
+            before = loads.get(row.name, PlacedLoad())
+            loads[row.name] = PlacedLoad(
+                share=min(1.0, before.share + placement.get("share", 0.0)),
+                streams=before.streams + placement.get("streams", 0),
+            )
     return on
 
 
@@ -103,8 +166,11 @@ def _place(
     """Run the scheduler for one deployment; True when its placements were replaced."""
     deployment = deployment_resource(row)
     version = resolve_model(session, model_of(row.spec))
-    on = _placed_on(rows, row.name)
-    views = [node_resource(node, on.get(name)) for name, node in nodes.items()]
+    on = _loads(rows, row.name)
+    views = [
+        node_resource(node, on.get(name, {}).keys(), load=on.get(name))
+        for name, node in nodes.items()
+    ]
     decision = schedule(deployment, views, model_info(version) if version else None, policy=policy)
     rejected = {r.node for r in decision.reports if not r.eligible}
     current = {p["node"] for p in row.placements}
@@ -219,15 +285,33 @@ def _write_desired(
     return changed
 
 
+def _silent_for(timeout_s: float, now: datetime) -> ColumnElement[bool]:
+    """Nodes whose last heartbeat (or, never heard, their enrolment) is older than
+    ``timeout_s``."""
+    cutoff = now - timedelta(seconds=timeout_s)
+    return or_(
+        NodeRow.last_heartbeat < cutoff,
+        and_(NodeRow.last_heartbeat.is_(None), NodeRow.enrolled_at < cutoff),
+    )
+
+
+def silent_nodes(session: Session, now: datetime, timeout_s: float) -> list[str]:
+    """The nodes :func:`mark_offline` would mark now; reads two columns only, so that the
+    loop's check on every tick stays cheap on a large fleet with nodes long gone."""
+    rows = session.execute(
+        select(NodeRow.name, NodeRow.conditions).where(_silent_for(timeout_s, now))
+    )
+    return [name for name, conditions in rows if not condition_true(conditions, "Offline")]
+
+
 def mark_offline(session: Session, now: datetime, timeout_s: float) -> list[str]:
     """Nodes whose last heartbeat (or enrolment) is older than ``timeout_s`` get
     ``Offline``; returns the ones that just went offline."""
-    cutoff = now - timedelta(seconds=timeout_s)
     gone = []
-    for node in session.scalars(select(NodeRow)):
-        seen = node.last_heartbeat or node.enrolled_at
-        if seen >= cutoff or condition_true(node.conditions, "Offline"):
+    for node in session.scalars(select(NodeRow).where(_silent_for(timeout_s, now))):
+        if condition_true(node.conditions, "Offline"):
             continue
+        seen = node.last_heartbeat or node.enrolled_at
         message = f"no heartbeat for {timeout_s:g} s (last {seen.isoformat(timespec='seconds')})"
         conditions = set_condition(
             list(node.conditions), "Offline", "True", "NoHeartbeat", message, now

@@ -1,10 +1,14 @@
 """What the controller does, apart from HTTP: every operation of the API and the agent
-protocol, and the background work (heartbeat timeouts, reconcile, telemetry retention).
+protocol, and the passes of the background loop (heartbeat timeouts, reconcile,
+telemetry retention).
 
 The API module only authenticates, parses and maps errors; everything else is here, so it
-can be tested without a server. Every change is one database transaction (``db.write``),
-an event in the log (source ``controller``) and, where placements or desired states move,
-a reconcile pass in the same transaction whose changed nodes are woken after commit::
+can be tested without a server. Every change is one database transaction
+(:meth:`ControlService._change`), an event in the log (source ``controller``) and, where
+placements or desired states move, a reconcile pass in the same transaction whose
+changed nodes are woken after commit. What decides lives beside it: placement in
+``_reconcile``, conditions and views in ``_views``, tokens in ``_auth``, records in
+``_events``; when the background passes run, in ``_loop``::
 
     service = ControlService(ControllerSettings(data_dir=Path("var/controller")))
     service.start()                          # migrations, operator token
@@ -13,18 +17,18 @@ a reconcile pass in the same transaction whose changed nodes are woken after com
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from edgetier.config import validate
 from edgetier.control import _auth
@@ -47,6 +51,7 @@ from edgetier.control._events import (
     ingest,
     list_events,
 )
+from edgetier.control._loop import Pending
 from edgetier.control._metrics import ControllerMetrics
 from edgetier.control._modelfacts import onnx_facts, parse_config, platform_of, throughput
 from edgetier.control._notify import DesiredNotifier
@@ -60,7 +65,16 @@ from edgetier.control._protocol import (
     RecordAck,
     RecordBatch,
 )
-from edgetier.control._reconcile import mark_offline, model_of, reconcile, resolve_model
+from edgetier.control._reconcile import (
+    mark_offline,
+    placements_by_node,
+    reconcile,
+    resolve_model,
+    silent_nodes,
+    unsatisfied,
+    users_of_model,
+    users_of_pipeline,
+)
 from edgetier.control._resources import NAME_PATTERN, Deployment, ModelRef
 from edgetier.control._scheduler import PlacementPolicy
 from edgetier.control._settings import ControllerSettings
@@ -68,9 +82,10 @@ from edgetier.control._telemetry import compact, history
 from edgetier.control._views import (
     condition_true,
     deployment_resource,
-    model_info,
-    node_resource,
+    node_view,
+    reported_conditions,
     set_condition,
+    version_view,
 )
 from edgetier.errors import (
     AuthenticationError,
@@ -87,6 +102,8 @@ log = logging.getLogger("edgetier.control")
 
 OPERATOR_TOKEN_FILE = "operator-token"
 
+_T = TypeVar("_T")
+
 
 @dataclass
 class PushedVersion:
@@ -94,26 +111,21 @@ class PushedVersion:
     created: bool
 
 
-class _Pending:
-    """Deployments waiting for the reconcile loop (None: all of them); thread-safe."""
+@dataclass
+class _Change:
+    """One write transaction: its session, its time, and the nodes whose desired state
+    its reconcile passes changed (woken once it commits)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._names: set[str] | None = set()
-        self.wake: Callable[[], None] = lambda: None
+    session: Session
+    now: datetime
+    policy: PlacementPolicy | None
+    changed: dict[str, int] = field(default_factory=dict)
 
-    def add(self, names: Iterable[str] | None) -> None:
-        with self._lock:
-            if names is None or self._names is None:
-                self._names = None
-            else:
-                self._names.update(names)
-        self.wake()
-
-    def take(self) -> set[str] | None:
-        with self._lock:
-            names, self._names = self._names, set()
-        return names
+    def reconcile(self, deployments: Iterable[str] | None) -> None:
+        """Place ``deployments`` (all when None) anew where needed, in this transaction."""
+        self.session.flush()
+        result = reconcile(self.session, self.now, deployments=deployments, policy=self.policy)
+        self.changed.update(result.changed_nodes)
 
 
 class ControlService:
@@ -123,22 +135,31 @@ class ControlService:
         *,
         clock: Callable[[], datetime] = utcnow,
         policy: PlacementPolicy | None = None,
-        database: Database | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.policy = policy
-        if database is None and settings.database_url is None:
+        if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = database or Database(settings.url)
+        self.db = Database(settings.url)
         self.artifacts = ArtifactStore(settings.data_dir / "artifacts")
         self.notifier = DesiredNotifier()
         self.metrics = ControllerMetrics(self)
-        self.pending = _Pending()
+        self.pending = Pending()
         self.operator_token: str | None = None
         # a controller that was down heard no heartbeat meanwhile: nodes get one full
         # timeout after its start before they count as lost (as Kubernetes' grace period)
         self.started_at = clock()
+
+    @contextmanager
+    def _change(self, now: datetime | None = None) -> Iterator[_Change]:
+        """A write transaction; the nodes its reconcile passes changed are woken after
+        it commits (not when it fails)."""
+        now = now or self.clock()
+        with self.db.write() as session:
+            change = _Change(session, now, self.policy)
+            yield change
+        self.notifier.publish(change.changed)
 
     # -- start ---------------------------------------------------------------------
 
@@ -225,8 +246,8 @@ class ControlService:
             get_profile(request.profile)
         except EdgeTierError as exc:
             raise ConfigError(f"profile: {exc.message}") from None
-        now = self.clock()
-        with self.db.write() as session:
+        with self._change() as change:
+            session, now = change.session, change.now
             token = _auth.check_token(session, request.token, now, kind="enrol")
             token.used_at = now
             token.node = request.name
@@ -260,14 +281,7 @@ class ControlService:
                         desired=[],
                     )
                 )
-            credential, row = _auth.issue(
-                session,
-                "node",
-                now,
-                expires_in_s=self.settings.node_credential_ttl_s,
-                node=request.name,
-                description=f"credential of node {request.name}",
-            )
+            credential, row = self._issue_credential(session, request.name, now)
             append(
                 session,
                 CONTROLLER,
@@ -277,12 +291,19 @@ class ControlService:
                 data={"tier": request.tier, "profile": request.profile, "token": token.id},
             )
             session.flush()
-            changed = reconcile(
-                session, now, deployments=self._unsatisfied(session), policy=self.policy
-            ).changed_nodes
-        self.notifier.publish(changed)
+            change.reconcile(unsatisfied(session))
         assert row.expires_at is not None
         return EnrolResponse(node=request.name, credential=credential, expires_at=row.expires_at)
+
+    def _issue_credential(self, session: Session, node: str, now: datetime) -> tuple[str, TokenRow]:
+        return _auth.issue(
+            session,
+            "node",
+            now,
+            expires_in_s=self.settings.node_credential_ttl_s,
+            node=node,
+            description=f"credential of node {node}",
+        )
 
     def renew_credential(self, principal: _auth.Principal, node: str) -> EnrolResponse:
         """A fresh credential for a node, the one presented revoked (agents renew before
@@ -290,15 +311,8 @@ class ControlService:
         principal.require_node(node)
         now = self.clock()
         with self.db.write() as session:
-            self._node(session, node)
-            credential, row = _auth.issue(
-                session,
-                "node",
-                now,
-                expires_in_s=self.settings.node_credential_ttl_s,
-                node=node,
-                description=f"credential of node {node}",
-            )
+            _node_value(session, node, NodeRow.name)
+            credential, row = self._issue_credential(session, node, now)
             if principal.kind == "node":
                 _auth.revoke(session, principal.token_id, now)
             append(
@@ -308,20 +322,22 @@ class ControlService:
         return EnrolResponse(node=node, credential=credential, expires_at=row.expires_at)
 
     def heartbeat(self, node: str, beat: Heartbeat) -> HeartbeatReply:
+        """Record what the node reports; a node back, newly throttled or cooled down has
+        its deployments handed to the reconcile loop (a heartbeat itself stays cheap)."""
         now = self.clock()
         with self.db.write() as session:
-            row = self._node(session, node)
+            row = _named(session, NodeRow, node)
             was_offline = condition_true(row.conditions, "Offline")
             was_throttled = condition_true(row.conditions, "Throttled")
             telemetry = beat.telemetry.model_copy(update={"time": beat.telemetry.time or now})
             row.last_heartbeat = now
+            # the summary only: the history comes from the node's outbox (telemetry records),
+            # so that a sample is stored once, also after an outage
             row.telemetry = telemetry.model_dump(mode="json")
             row.workloads = [w.model_dump(mode="json") for w in beat.workloads]
             row.reported_generation = beat.desired_generation
             row.outbox_pending = beat.outbox_pending
-            # the summary only: the history comes from the node's outbox (telemetry records),
-            # so that a sample is stored once, also after an outage
-            row.conditions = self._merge_conditions(row.conditions, beat, now)
+            row.conditions = reported_conditions(row.conditions, beat.conditions, now)
             throttled = condition_true(row.conditions, "Throttled")
             if was_offline:
                 append(session, CONTROLLER, now, "NodeOnline", subject=node, data={})
@@ -333,43 +349,21 @@ class ControlService:
                 heartbeat_interval_s=self.settings.interval_s,
             )
         if throttled and not was_throttled:
-            self.pending.add(self._placed_on(node))
+            with self.db.read() as session:
+                self.pending.add(placements_by_node(session).get(node, []))
         elif was_offline or (was_throttled and not throttled):
-            self.pending.add(self._unsatisfied_names())
+            with self.db.read() as session:
+                self.pending.add(unsatisfied(session))
         return reply
 
-    @staticmethod
-    def _merge_conditions(
-        old: list[dict[str, Any]], beat: Heartbeat, now: datetime
-    ) -> list[dict[str, Any]]:
-        """The agent's conditions, with ``Offline`` the controller's own; ``Ready`` True
-        unless the agent says otherwise; a condition the agent stopped sending is False."""
-        conditions = [c for c in old if c.get("type") in ("Offline", "Ready", "Throttled")]
-        reported = {c.type for c in beat.conditions}
-        for condition in beat.conditions:
-            if condition.type != "Offline":
-                conditions = set_condition(
-                    conditions,
-                    condition.type,
-                    condition.status,
-                    condition.reason,
-                    condition.message,
-                    now,
-                )
-        if "Throttled" not in reported and condition_true(conditions, "Throttled"):
-            conditions = set_condition(conditions, "Throttled", "False", "NotReported", "", now)
-        conditions = set_condition(conditions, "Offline", "False", "HeartbeatReceived", "", now)
-        if "Ready" not in reported:
-            conditions = set_condition(conditions, "Ready", "True", "HeartbeatReceived", "", now)
-        return conditions
-
     def desired_generation(self, node: str) -> int:
+        """What a long poll compares (one column, read on every poll and every wake)."""
         with self.db.read() as session:
-            return self._node(session, node).desired_generation
+            return _node_value(session, node, NodeRow.desired_generation)
 
     def desired(self, node: str) -> DesiredState:
         with self.db.read() as session:
-            row = self._node(session, node)
+            row = _named(session, NodeRow, node)
             return DesiredState(
                 node=node,
                 generation=row.desired_generation,
@@ -378,7 +372,7 @@ class ControlService:
 
     def ingest(self, node: str, batch: RecordBatch) -> RecordAck:
         with self.db.write() as session:
-            self._node(session, node)
+            _node_value(session, node, NodeRow.name)
             result = ingest(session, node, batch, self.clock())
         self.metrics.records_ingested.inc(len(batch.records) - result.ack.duplicates)
         self.metrics.records_duplicate.inc(result.ack.duplicates)
@@ -389,9 +383,8 @@ class ControlService:
         self.artifacts.path(digest)  # checks the digest's form first
         if principal.kind == "node":
             with self.db.read() as session:
-                row = self._node(session, principal.node or "")
-                digests = {(a.get("model") or {}).get("digest") for a in row.desired}
-            if digest not in digests:
+                desired = _node_value(session, principal.node or "", NodeRow.desired)
+            if digest not in {(a.get("model") or {}).get("digest") for a in desired}:
                 raise PermissionDeniedError(
                     f"artifact {digest} is not assigned to node '{principal.node}'"
                 )
@@ -403,16 +396,14 @@ class ControlService:
 
     def list_nodes(self) -> list[dict[str, Any]]:
         with self.db.read() as session:
-            rows = list(session.scalars(select(NodeRow).order_by(NodeRow.name)))
-            on = self._placements_by_node(session)
-            return [self._node_view(row, on.get(row.name, [])) for row in rows]
+            rows = session.scalars(select(NodeRow).order_by(NodeRow.name))
+            on = placements_by_node(session)
+            return [node_view(row, on.get(row.name, [])) for row in rows]
 
     def get_node(self, name: str, *, history_s: float = 3600.0) -> dict[str, Any]:
-        from datetime import timedelta
-
         with self.db.read() as session:
-            row = self._node(session, name)
-            view = self._node_view(row, self._placements_by_node(session).get(name, []))
+            row = _named(session, NodeRow, name)
+            view = node_view(row, placements_by_node(session).get(name, []))
             # how far the node's records (events and telemetry) are stored, without a gap
             view["status"]["records_acked_through"] = acked_through(session, name)
             since = self.clock() - timedelta(seconds=history_s)
@@ -420,41 +411,21 @@ class ControlService:
             view["desired"] = row.desired
             return view
 
-    @staticmethod
-    def _node_view(row: NodeRow, placements: list[str]) -> dict[str, Any]:
-        node = node_resource(row, placements).model_dump(mode="json", by_alias=True)
-        node["status"].update(
-            {
-                "desired_generation": row.desired_generation,
-                "reported_generation": row.reported_generation,
-                "workloads": row.workloads,
-                "outbox_pending": row.outbox_pending,
-                "enrolled_at": row.enrolled_at.isoformat(),
-            }
-        )
-        return node
-
     def set_unschedulable(self, name: str, unschedulable: bool) -> dict[str, Any]:
         """Drain (True) or uncordon (False) a node and re-place what that moves."""
-        now = self.clock()
-        with self.db.write() as session:
-            row = self._node(session, name)
+        with self._change() as change:
+            session = change.session
+            row = _named(session, NodeRow, name)
             if row.unschedulable != unschedulable:
                 row.unschedulable = unschedulable
                 kind = "NodeDrained" if unschedulable else "NodeUncordoned"
-                append(session, CONTROLLER, now, kind, subject=name, data={})
+                append(session, CONTROLLER, change.now, kind, subject=name, data={})
                 session.flush()
-                affected = (
-                    self._placements_by_node(session).get(name, [])
+                change.reconcile(
+                    placements_by_node(session).get(name, [])
                     if unschedulable
-                    else self._unsatisfied(session)
+                    else unsatisfied(session)
                 )
-                changed = reconcile(
-                    session, now, deployments=affected, policy=self.policy
-                ).changed_nodes
-            else:
-                changed = {}
-        self.notifier.publish(changed)
         return self.get_node(name)
 
     # -- models and pipelines --------------------------------------------------------
@@ -483,8 +454,8 @@ class ControlService:
         cost, detected = onnx_facts(stored.path) if platform == "onnxruntime_onnx" else (None, None)
         precision = precision or detected or "fp32"
         measured = throughput(bench_text, stored.digest, precision)
-        now = self.clock()
-        with self.db.write() as session:
+        with self._change() as change:
+            session, now = change.session, change.now
             if session.get(ModelRow, name) is None:
                 session.add(ModelRow(name=name, created_at=now))
                 session.flush()
@@ -500,7 +471,7 @@ class ControlService:
             if existing is not None and existing.digest == stored.digest:
                 if measured:
                     existing.throughput = {**existing.throughput, **measured}
-                return PushedVersion(self._version_view(existing), created=False)
+                return PushedVersion(version_view(existing), created=False)
             if version is not None and existing is not None:
                 raise ConflictError(
                     f"version: {name} version {version} already holds {existing.digest}, "
@@ -532,24 +503,9 @@ class ControlService:
                 data={"digest": stored.digest, "size_bytes": stored.size_bytes},
             )
             session.flush()
-            users = [
-                d.name
-                for d in session.scalars(select(DeploymentRow))
-                if (ref := model_of(d.spec)) is not None and ref.name == name
-            ]
-            changed = reconcile(session, now, deployments=users, policy=self.policy).changed_nodes
-            view = self._version_view(row)
-        self.notifier.publish(changed)
+            change.reconcile(users_of_model(session, name))
+            view = version_view(row)
         return PushedVersion(view, created=True)
-
-    @staticmethod
-    def _version_view(row: ModelVersionRow) -> dict[str, Any]:
-        return {
-            **model_info(row).model_dump(mode="json"),
-            "filename": row.filename,
-            "config": row.config,
-            "created_at": row.created_at.isoformat(),
-        }
 
     def list_models(self) -> list[dict[str, Any]]:
         with self.db.read() as session:
@@ -558,7 +514,7 @@ class ControlService:
             )
             models: dict[str, list[dict[str, Any]]] = {}
             for row in rows:
-                models.setdefault(row.model, []).append(self._version_view(row))
+                models.setdefault(row.model, []).append(version_view(row))
             return [{"name": name, "versions": versions} for name, versions in models.items()]
 
     def put_pipeline(self, name: str, content: dict[str, Any], file: str = "") -> dict[str, Any]:
@@ -566,8 +522,8 @@ class ControlService:
         _check_name("pipeline", name)
         if not isinstance(content, dict) or not content:
             raise ConfigError("content: the pipeline file must be a non-empty mapping")
-        now = self.clock()
-        with self.db.write() as session:
+        with self._change() as change:
+            session, now = change.session, change.now
             row = session.get(PipelineRow, name)
             changed_content = row is None or row.content != content
             if row is None:
@@ -575,31 +531,19 @@ class ControlService:
                 session.add(row)
             elif changed_content:
                 row.content, row.file, row.updated_at = content, file or row.file, now
-            changed: dict[str, int] = {}
             if changed_content:
                 append(
                     session, CONTROLLER, now, "PipelineStored", subject=name, data={"file": file}
                 )
                 session.flush()
-                users = [
-                    d.name
-                    for d in session.scalars(select(DeploymentRow))
-                    if (d.spec.get("pipeline") or {}).get("name") == name
-                ]
-                changed = reconcile(
-                    session, now, deployments=users, policy=self.policy
-                ).changed_nodes
-            view = {"name": name, "file": row.file, "updated_at": row.updated_at.isoformat()}
-        self.notifier.publish(changed)
+                change.reconcile(users_of_pipeline(session, name))
+            view = _pipeline_view(row)
         return view
 
     def list_pipelines(self) -> list[dict[str, Any]]:
         with self.db.read() as session:
             rows = session.scalars(select(PipelineRow).order_by(PipelineRow.name))
-            return [
-                {"name": r.name, "file": r.file, "updated_at": r.updated_at.isoformat()}
-                for r in rows
-            ]
+            return [_pipeline_view(row) for row in rows]
 
     # -- deployments -----------------------------------------------------------------
 
@@ -612,9 +556,9 @@ class ControlService:
                 f"metadata.name: {deployment.name!r} differs from the name in the path {name!r}"
             )
         spec = deployment.spec.model_dump(mode="json")
-        now = self.clock()
-        with self.db.write() as session:
-            self._check_references(session, deployment)
+        with self._change() as change:
+            session, now = change.session, change.now
+            _check_references(session, deployment)
             row = session.get(DeploymentRow, name)
             created = row is None
             if row is None:
@@ -638,8 +582,7 @@ class ControlService:
                     row.generation += 1
                 row.spec, row.labels, row.updated_at = spec, dict(deployment.metadata.labels), now
             else:
-                created = False
-                return self._deployment_view(session, row), created
+                return self._deployment_view(session, row), False
             append(
                 session,
                 CONTROLLER,
@@ -649,53 +592,17 @@ class ControlService:
                 data={"generation": row.generation, "created": created},
             )
             session.flush()
-            changed = reconcile(session, now, deployments=[name], policy=self.policy).changed_nodes
+            change.reconcile([name])
             view = self._deployment_view(session, row)
-        self.notifier.publish(changed)
         return view, created
 
-    def _check_references(self, session: Session, deployment: Deployment) -> None:
-        spec = deployment.spec
-        problems = []
-        if spec.model is not None and resolve_model(session, spec.model) is None:
-            problems.append(
-                f"spec.model: no version {_ref_text(spec.model)} has been pushed "
-                "(edgetier model push)"
-            )
-        if spec.pipeline is not None and session.get(PipelineRow, spec.pipeline.name) is None:
-            problems.append(
-                f"spec.pipeline.name: the controller holds no pipeline '{spec.pipeline.name}' "
-                "(edgetier deploy apply -f uploads the file spec.pipeline.file names)"
-            )
-        if (
-            spec.pipeline is not None
-            and spec.pipeline.model is not None
-            and (
-                spec.pipeline.model.version is not None
-                and resolve_model(session, spec.pipeline.model) is None
-            )
-        ):
-            problems.append(
-                f"spec.pipeline.model: no version {_ref_text(spec.pipeline.model)} has been pushed"
-            )
-        if problems:
-            source = f"deployment {deployment.name}"
-            if len(problems) == 1:
-                raise ConfigError(f"{source}: {problems[0]}")
-            lines = "\n".join(f"  {source}: {p}" for p in problems)
-            raise ConfigError(f"{source}: {len(problems)} errors in the deployment\n{lines}")
-
     def delete_deployment(self, name: str) -> None:
-        now = self.clock()
-        with self.db.write() as session:
-            row = session.get(DeploymentRow, name)
-            if row is None:
-                raise NotFoundError(f"no deployment named {name!r}")
-            session.delete(row)
-            append(session, CONTROLLER, now, "DeploymentDeleted", subject=name, data={})
+        with self._change() as change:
+            session = change.session
+            session.delete(_named(session, DeploymentRow, name))
+            append(session, CONTROLLER, change.now, "DeploymentDeleted", subject=name, data={})
             session.flush()
-            changed = reconcile(session, now, deployments=[], policy=self.policy).changed_nodes
-        self.notifier.publish(changed)
+            change.reconcile([])
 
     def list_deployments(self) -> list[dict[str, Any]]:
         with self.db.read() as session:
@@ -704,12 +611,12 @@ class ControlService:
 
     def get_deployment(self, name: str) -> dict[str, Any]:
         with self.db.read() as session:
-            return self._deployment_view(session, self._deployment(session, name))
+            return self._deployment_view(session, _named(session, DeploymentRow, name))
 
     def explain(self, name: str) -> dict[str, Any]:
         """The scheduler's decision that placed the deployment, with its text."""
         with self.db.read() as session:
-            row = self._deployment(session, name)
+            row = _named(session, DeploymentRow, name)
             return {
                 **(row.decision or {"deployment": name, "placements": [], "nodes": []}),
                 "generation": row.observed_generation,
@@ -737,159 +644,110 @@ class ControlService:
             rows = list_events(session, source=source, after=after, kind=kind, limit=limit)
             return [event_dict(row) for row in rows]
 
-    # -- background work -------------------------------------------------------------
+    # -- the background loop's passes (edgetier.control._loop runs them) ---------------
 
     def reconcile(self, deployments: Iterable[str] | None = None) -> dict[str, int]:
         """One reconcile pass (all deployments when None); wakes the changed nodes."""
-        now = self.clock()
-        with self.db.write() as session:
-            changed = reconcile(
-                session, now, deployments=deployments, policy=self.policy
-            ).changed_nodes
+        with self._change() as change:
+            change.reconcile(deployments)
         self.metrics.reconcile_passes.inc()
-        self.notifier.publish(changed)
-        return changed
+        return change.changed
 
     def check_timeouts(self) -> list[str]:
         """Mark nodes without a heartbeat for ``node_timeout_s`` Offline and re-place
-        their deployments."""
+        their deployments. Runs on every tick: without a node to mark, it only reads."""
         now = self.clock()
-        from datetime import timedelta
-
-        cutoff = now - timedelta(seconds=self.settings.node_timeout_s)
-        if self.started_at > cutoff:
+        timeout_s = self.settings.node_timeout_s
+        if self.started_at > now - timedelta(seconds=timeout_s):
             return []  # still within the grace period after this controller started
         with self.db.read() as session:
-            stale = session.scalars(
-                select(NodeRow.name).where(
-                    or_(
-                        NodeRow.last_heartbeat < cutoff,
-                        and_(NodeRow.last_heartbeat.is_(None), NodeRow.enrolled_at < cutoff),
-                    )
-                )
-            ).all()
-            if not stale:
+            if not silent_nodes(session, now, timeout_s):
                 return []
-        with self.db.write() as session:
-            gone = mark_offline(session, now, self.settings.node_timeout_s)
+        with self._change(now) as change:
+            gone = mark_offline(change.session, now, timeout_s)
             if gone:
-                session.flush()
-                on = self._placements_by_node(session)
-                affected = {d for node in gone for d in on.get(node, [])}
-                changed = reconcile(
-                    session, now, deployments=affected, policy=self.policy
-                ).changed_nodes
-            else:
-                changed = {}
-        self.notifier.publish(changed)
+                on = placements_by_node(change.session)
+                change.reconcile({d for node in gone for d in on.get(node, [])})
         return gone
 
     def compact_telemetry(self) -> None:
         with self.db.write() as session:
             compact(session, self.clock(), self.settings.retention)
 
-    async def run_loop(self, stop: asyncio.Event) -> None:
-        """The reconcile loop: pending deployments as soon as they are asked for, heartbeat
-        timeouts, a full resync every ``resync_s``, telemetry compaction. An error in a
-        pass is logged and the pass retried on the next tick (with back-off)."""
-        loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
-        self.pending.wake = lambda: _call_soon(loop, wake.set)
-        tick_s = max(0.05, min(1.0, self.settings.node_timeout_s / 4))
-        next_resync = next_compact = loop.time()
-        backoff_s = tick_s
-        while not stop.is_set():
-            try:
-                now = loop.time()
-                names = self.pending.take()
-                if now >= next_resync:
-                    names, next_resync = None, now + self.settings.resync_s
-                await asyncio.to_thread(self.check_timeouts)
-                if names is None or names:
-                    await asyncio.to_thread(self.reconcile, names)
-                if now >= next_compact:
-                    await asyncio.to_thread(self.compact_telemetry)
-                    next_compact = now + self.settings.compact_interval_s
-                backoff_s = tick_s
-            except Exception:
-                log.exception("reconcile pass failed; retrying in %.1f s", backoff_s)
-                self.pending.add(None)
-                backoff_s = min(backoff_s * 2, 30.0)
-            wake.clear()
-            waiter = asyncio.ensure_future(wake.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, timeout=backoff_s, return_when="FIRST_COMPLETED")
-            waiter.cancel()
-            stopper.cancel()
-
-    # -- helpers ---------------------------------------------------------------------
-
-    @staticmethod
-    def _node(session: Session, name: str) -> NodeRow:
-        row = session.get(NodeRow, name)
-        if row is None:
-            raise NotFoundError(f"no node named {name!r}")
-        return row
-
-    @staticmethod
-    def _deployment(session: Session, name: str) -> DeploymentRow:
-        row = session.get(DeploymentRow, name)
-        if row is None:
-            raise NotFoundError(f"no deployment named {name!r}")
-        return row
-
-    @staticmethod
-    def _placements_by_node(session: Session) -> dict[str, list[str]]:
-        on: dict[str, list[str]] = {}
-        for row in session.scalars(select(DeploymentRow)):
-            for placement in row.placements:
-                names = on.setdefault(placement["node"], [])
-                if row.name not in names:
-                    names.append(row.name)
-        return on
-
-    @staticmethod
-    def _unsatisfied(session: Session) -> list[str]:
-        return [
-            row.name
-            for row in session.scalars(select(DeploymentRow))
-            if not row.satisfied or row.observed_generation != row.generation
-        ]
-
-    def _unsatisfied_names(self) -> list[str]:
-        with self.db.read() as session:
-            return self._unsatisfied(session)
-
-    def _placed_on(self, node: str) -> list[str]:
-        with self.db.read() as session:
-            return self._placements_by_node(session).get(node, [])
-
     def counts(self) -> dict[str, Any]:
-        """Figures for the metrics: nodes by condition, deployments by satisfaction."""
+        """Figures for the metrics: nodes by condition, deployments by satisfaction (the
+        columns they need only: a scrape reads every row)."""
         with self.db.read() as session:
-            nodes = list(session.scalars(select(NodeRow)))
-            deployments = list(session.scalars(select(DeploymentRow)))
+            nodes = session.execute(select(NodeRow.conditions, NodeRow.unschedulable)).all()
+            satisfied = session.scalars(select(DeploymentRow.satisfied)).all()
         by_condition = {
-            kind: sum(condition_true(n.conditions, kind) for n in nodes)
+            kind: sum(condition_true(conditions, kind) for conditions, _ in nodes)
             for kind in ("Ready", "Offline", "Throttled", "Degraded")
         }
         return {
             "nodes": len(nodes),
             "nodes_by_condition": by_condition,
-            "nodes_unschedulable": sum(n.unschedulable for n in nodes),
-            "deployments_satisfied": sum(d.satisfied for d in deployments),
-            "deployments_unsatisfied": sum(not d.satisfied for d in deployments),
+            "nodes_unschedulable": sum(drained for _, drained in nodes),
+            "deployments_satisfied": sum(satisfied),
+            "deployments_unsatisfied": sum(not s for s in satisfied),
         }
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
-    if not loop.is_closed():
-        loop.call_soon_threadsafe(callback)
+_WHAT: dict[type, str] = {NodeRow: "node", DeploymentRow: "deployment"}
+
+
+def _named(session: Session, table: type[_T], name: str) -> _T:
+    """The node or deployment ``name``; NotFoundError when there is none."""
+    row = session.get(table, name)
+    if row is None:
+        raise NotFoundError(f"no {_WHAT[table]} named {name!r}")
+    return row
+
+
+def _node_value(session: Session, node: str, column: InstrumentedAttribute[_T]) -> _T:
+    """One column of a node's row, without loading the rest (its desired state can be
+    large); NotFoundError when there is no such node."""
+    found = session.execute(select(column).where(NodeRow.name == node)).first()
+    if found is None:
+        raise NotFoundError(f"no node named {node!r}")
+    value: _T = found[0]
+    return value
+
+
+def _check_references(session: Session, deployment: Deployment) -> None:
+    """The models and pipeline a deployment names must be held already; every missing
+    one at once."""
+    spec = deployment.spec
+    problems = []
+    if spec.model is not None and resolve_model(session, spec.model) is None:
+        problems.append(
+            f"spec.model: no version {_ref_text(spec.model)} has been pushed (edgetier model push)"
+        )
+    if spec.pipeline is not None and session.get(PipelineRow, spec.pipeline.name) is None:
+        problems.append(
+            f"spec.pipeline.name: the controller holds no pipeline '{spec.pipeline.name}' "
+            "(edgetier deploy apply -f uploads the file spec.pipeline.file names)"
+        )
+    detector = spec.pipeline.model if spec.pipeline is not None else None
+    if (
+        detector is not None
+        and detector.version is not None
+        and resolve_model(session, detector) is None
+    ):
+        problems.append(f"spec.pipeline.model: no version {_ref_text(detector)} has been pushed")
+    if problems:
+        source = f"deployment {deployment.name}"
+        if len(problems) == 1:
+            raise ConfigError(f"{source}: {problems[0]}")
+        lines = "\n".join(f"  {source}: {p}" for p in problems)
+        raise ConfigError(f"{source}: {len(problems)} errors in the deployment\n{lines}")
+
+
+def _pipeline_view(row: PipelineRow) -> dict[str, Any]:
+    return {"name": row.name, "file": row.file, "updated_at": row.updated_at.isoformat()}
 
 
 def _check_name(what: str, name: str) -> None:
-    import re
-
     if not re.match(NAME_PATTERN, name):
         raise ConfigError(f"{what} name: must match {NAME_PATTERN}, got {name!r}")
 

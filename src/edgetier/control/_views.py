@@ -1,13 +1,14 @@
 """Rows as resources: what the scheduler, the API and the agents see of the database.
 
 The database keeps resources as plain columns and JSON; these functions build the
-``edgetier/v1`` resources (``Node``, ``Deployment``, ``ModelVersionInfo``) from them, and
-compute a deployment's conditions from its placements and its nodes' reports.
+``edgetier/v1`` resources (``Node``, ``Deployment``, ``ModelVersionInfo``) and the API's
+views from them, compute a deployment's conditions from its placements and its nodes'
+reports, and a node's from its heartbeat.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from edgetier.control._resources import (
     Node,
     NodeSpec,
     NodeStatus,
+    PlacedLoad,
     Placement,
     TelemetrySummary,
 )
@@ -32,7 +34,10 @@ __all__ = [
     "deployment_resource",
     "model_info",
     "node_resource",
+    "node_view",
+    "reported_conditions",
     "set_condition",
+    "version_view",
 ]
 
 
@@ -62,7 +67,37 @@ def set_condition(
     return [c for c in conditions if c.get("type") != kind] + [new]
 
 
-def node_resource(row: NodeRow, placements: list[str] | None = None) -> Node:
+def reported_conditions(
+    old: list[dict[str, Any]], reported: list[Condition], now: datetime
+) -> list[dict[str, Any]]:
+    """A node's conditions after a heartbeat: the agent's, with ``Offline`` the
+    controller's own; ``Ready`` True unless the agent says otherwise; a ``Throttled`` the
+    agent stopped sending is False."""
+    conditions = [c for c in old if c.get("type") in ("Offline", "Ready", "Throttled")]
+    types = {c.type for c in reported}
+    for condition in reported:
+        if condition.type != "Offline":
+            conditions = set_condition(
+                conditions,
+                condition.type,
+                condition.status,
+                condition.reason,
+                condition.message,
+                now,
+            )
+    if "Throttled" not in types and condition_true(conditions, "Throttled"):
+        conditions = set_condition(conditions, "Throttled", "False", "NotReported", "", now)
+    conditions = set_condition(conditions, "Offline", "False", "HeartbeatReceived", "", now)
+    if "Ready" not in types:
+        conditions = set_condition(conditions, "Ready", "True", "HeartbeatReceived", "", now)
+    return conditions
+
+
+def node_resource(
+    row: NodeRow, placements: Iterable[str] = (), *, load: Mapping[str, PlacedLoad] | None = None
+) -> Node:
+    """The node with the deployments placed on it and, for the scheduler, what each of
+    them takes of it."""
     return Node(
         metadata=Metadata(name=row.name, labels=dict(row.labels)),
         spec=NodeSpec(
@@ -75,9 +110,25 @@ def node_resource(row: NodeRow, placements: list[str] | None = None) -> Node:
             conditions=[Condition.model_validate(c) for c in row.conditions],
             last_heartbeat=row.last_heartbeat,
             telemetry=TelemetrySummary.model_validate(row.telemetry or {}),
-            placements=sorted(placements or []),
+            placements=sorted(placements),
+            load=dict(load or {}),
         ),
     )
+
+
+def node_view(row: NodeRow, placements: Iterable[str]) -> dict[str, Any]:
+    """A node as the API shows it: the resource, with the agent protocol's figures."""
+    node = node_resource(row, placements).model_dump(mode="json", by_alias=True)
+    node["status"].update(
+        {
+            "desired_generation": row.desired_generation,
+            "reported_generation": row.reported_generation,
+            "workloads": row.workloads,
+            "outbox_pending": row.outbox_pending,
+            "enrolled_at": row.enrolled_at.isoformat(),
+        }
+    )
+    return node
 
 
 def model_info(row: ModelVersionRow) -> ModelVersionInfo:
@@ -93,6 +144,16 @@ def model_info(row: ModelVersionRow) -> ModelVersionInfo:
         activation_bytes=row.activation_bytes,
         throughput={k: float(v) for k, v in row.throughput.items()},
     )
+
+
+def version_view(row: ModelVersionRow) -> dict[str, Any]:
+    """A model version as the API shows it."""
+    return {
+        **model_info(row).model_dump(mode="json"),
+        "filename": row.filename,
+        "config": row.config,
+        "created_at": row.created_at.isoformat(),
+    }
 
 
 def deployment_resource(

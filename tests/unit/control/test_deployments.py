@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import Api, Clock
+from conftest import Api, Clock, SpreadPolicy
 
 from edgetier.control import ControlService, Heartbeat
 
@@ -315,3 +315,71 @@ async def test_a_restarted_controller_gives_nodes_a_timeout_before_they_count_as
         assert restarted.check_timeouts() == ["edge-1"]  # a whole timeout without one
     finally:
         restarted.close()
+
+
+async def test_the_scheduler_sees_what_other_deployments_take_of_a_node(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """``node.status.load``: each other deployment's share and streams on the node (its
+    own never), so that capacity already given is not given twice."""
+    from edgetier.control import (
+        Binding,
+        ControllerSettings,
+        EnrolRequest,
+        ModelVersionInfo,
+        Node,
+        NodeReport,
+        PlacedLoad,
+    )
+    from edgetier.control import Deployment as DeploymentResource
+
+    class Recording(SpreadPolicy):
+        """Each placement takes a quarter of its node; records the loads it was shown."""
+
+        def __init__(self) -> None:
+            self.seen: dict[str, dict[str, tuple[list[str], dict[str, PlacedLoad]]]] = {}
+
+        def filter(
+            self, deployment: DeploymentResource, node: Node, model: ModelVersionInfo | None
+        ) -> NodeReport:
+            shown = (list(node.status.placements), dict(node.status.load))
+            self.seen.setdefault(deployment.name, {})[node.name] = shown
+            return super().filter(deployment, node, model)
+
+        def bind(
+            self,
+            deployment: DeploymentResource,
+            ranked: list[tuple[Node, NodeReport]],
+            model: ModelVersionInfo | None,
+        ) -> Binding:
+            binding = super().bind(deployment, ranked, model)
+            for placement in binding.placements:
+                placement.share = 0.25
+            return binding
+
+    policy = Recording()
+    settings = ControllerSettings(data_dir=tmp_path / "controller", node_timeout_s=15)
+    service = ControlService(settings, clock=clock, policy=policy)
+    service.start()
+    try:
+        token = service.create_token("enrol", expires_in_s=None)["token"]
+        service.enrol(EnrolRequest(token=token, name="edge-1", tier="edge", profile="t4"))
+        service.put_pipeline("p", {"name": "p"})
+
+        def deployment(name: str, streams: int) -> dict[str, Any]:
+            spec = {"pipeline": {"name": "p"}, "streams": streams}
+            return {
+                "apiVersion": "edgetier/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name},
+                "spec": spec,
+            }
+
+        service.apply("a", deployment("a", 4))
+        assert policy.seen["a"] == {"edge-1": ([], {})}
+        service.apply("b", deployment("b", 2))
+        assert policy.seen["b"] == {"edge-1": (["a"], {"a": PlacedLoad(share=0.25, streams=4)})}
+        service.reconcile()
+        assert policy.seen["a"] == {"edge-1": (["b"], {"b": PlacedLoad(share=0.25, streams=2)})}
+    finally:
+        service.close()
