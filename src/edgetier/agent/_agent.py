@@ -82,7 +82,6 @@ class Agent:
         self._outbox_ready = asyncio.Event()
         self._poll_now = asyncio.Event()
         self._link_down_since: float | None = None
-        self._link_known = False
         self._gap: str | None = None
         self._fatal: BaseException | None = None
 
@@ -469,18 +468,15 @@ class Agent:
 
     def _link(self, up: bool, why: str = "") -> None:
         """Note the link to the controller going down or coming back (logged once)."""
-        now = time.monotonic()
-        if up and (self._link_down_since is not None or not self._link_known):
-            if self._link_down_since is not None:
-                away = now - self._link_down_since
-                log.info("controller reachable again after %.1f s", away)
-                self.record("controller.reachable", self.node, {"away_s": round(away, 3)})
+        if up and self._link_down_since is not None:
+            away = time.monotonic() - self._link_down_since
             self._link_down_since = None
+            log.info("controller reachable again after %.1f s", away)
+            self.record("controller.reachable", self.node, {"away_s": round(away, 3)})
         elif not up and self._link_down_since is None:
-            self._link_down_since = now
+            self._link_down_since = time.monotonic()
             log.warning("controller unreachable (%s): running from the local store", why)
             self.record("controller.unreachable", self.node, {"error": why[:300]})
-        self._link_known = True
 
     async def _pause(self, delay_s: float, event: asyncio.Event | None) -> None:
         if event is None:

@@ -43,22 +43,22 @@ class Backoff:
     failures: int = 0
     not_before: float = 0.0  # time.monotonic()
 
-    def failed(self, now: float | None = None) -> float:
+    def failed(self) -> float:
         """Count a failure; returns the delay before the next try."""
         delay = min(self.max_s, self.initial_s * 2.0**self.failures)
         self.failures += 1
-        self.not_before = (time.monotonic() if now is None else now) + delay
+        self.not_before = time.monotonic() + delay
         return delay
 
     def succeeded(self) -> None:
         self.failures = 0
         self.not_before = 0.0
 
-    def ready(self, now: float | None = None) -> bool:
-        return (time.monotonic() if now is None else now) >= self.not_before
+    def ready(self) -> bool:
+        return time.monotonic() >= self.not_before
 
-    def wait_s(self, now: float | None = None) -> float:
-        return max(0.0, self.not_before - (time.monotonic() if now is None else now))
+    def wait_s(self) -> float:
+        return max(0.0, self.not_before - time.monotonic())
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
@@ -91,7 +91,7 @@ class Child:
         """What the child was started for (a file's hash): a different one means restart."""
         self.proc: asyncio.subprocess.Process | None = None
         self.started_at = 0.0  # time.monotonic()
-        self.last_exit: int | None = None
+        self._ended_at: float | None = None
         self._stopping = False
         self._reported = True
         self._log_offset = 0
@@ -108,10 +108,12 @@ class Child:
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
-    def uptime_s(self, now: float | None = None) -> float:
-        if not self.running:
+    def uptime_s(self) -> float:
+        """How long the child has run: until now, or until it ended (0 before a start)."""
+        if self.proc is None:
             return 0.0
-        return (time.monotonic() if now is None else now) - self.started_at
+        ended = None if self.running else self._ended_at
+        return (time.monotonic() if ended is None else ended) - self.started_at
 
     async def start(self) -> None:
         """Start the process (stdout and stderr appended to ``log_path``)."""
@@ -131,7 +133,7 @@ class Child:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        self.started_at = time.monotonic()
+        self.started_at, self._ended_at = time.monotonic(), None
         self._stopping = False
         self._reported = False
         self._watcher = asyncio.get_running_loop().create_task(
@@ -140,6 +142,7 @@ class Child:
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
+        self._ended_at = time.monotonic()
         if self.on_exit is not None and not self._stopping:
             self.on_exit()
 
@@ -148,7 +151,6 @@ class Child:
         if self.proc is None or self.proc.returncode is None or self._reported:
             return None
         self._reported = True
-        self.last_exit = self.proc.returncode
         return None if self._stopping else self.proc.returncode
 
     async def stop(self, *, timeout_s: float) -> int | None:
@@ -167,7 +169,6 @@ class Child:
                     proc.kill()
                 await proc.wait()
         self._reported = True
-        self.last_exit = proc.returncode
         return proc.returncode
 
     def log_tail(self, lines: int = 3, max_chars: int = 400) -> str:

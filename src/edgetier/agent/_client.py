@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -38,7 +38,7 @@ from edgetier.control import (
     RecordBatch,
 )
 
-__all__ = ["ControllerClient", "etag_of"]
+__all__ = ["ControllerClient", "error_text", "etag_of"]
 
 _CHUNK_BYTES = 1 << 20
 _EXPECTED = re.compile(r"expect(?:ed|s)?\D{0,20}(\d+)", re.IGNORECASE)
@@ -198,7 +198,6 @@ class ControllerClient:
         if response.status_code in allow or 200 <= response.status_code < 300:
             return response
         _raise_for(response, method, path)
-        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _json(message: Any) -> Any:
@@ -209,9 +208,9 @@ def _describe(exc: httpx.TransportError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _raise_for(response: httpx.Response, method: str, path: str) -> None:
+def _raise_for(response: httpx.Response, method: str, path: str) -> NoReturn:
     status = response.status_code
-    message = _error_text(response)
+    message = error_text(response)
     where = f"{method} {path}: {status}"
     if status == 401:
         raise CredentialRejectedError(f"{where}: {message}", status=401)
@@ -224,7 +223,9 @@ def _raise_for(response: httpx.Response, method: str, path: str) -> None:
     raise ControllerError(f"{where}: {message}", status=status)
 
 
-def _error_text(response: httpx.Response) -> str:
+def error_text(response: httpx.Response) -> str:
+    """What an error answer says: the ``error`` (or ``detail``) of its JSON body, else its
+    text."""
     try:
         body = response.json()
     except ValueError:

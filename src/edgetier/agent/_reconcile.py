@@ -73,6 +73,10 @@ class _Want:
     pipelines: dict[str, Assignment] = field(default_factory=dict)  # deployment -> assignment
     files: dict[tuple[str, int], tuple[ModelVersionInfo, str]] = field(default_factory=dict)
     """(model, version) -> its info and file name, for every model a workload needs."""
+    configs: dict[str, str] = field(default_factory=dict)
+    """model -> the text of the config.yaml it is served with."""
+    signatures: dict[str, str] = field(default_factory=dict)
+    """model -> what it should be loaded as: a hash of its config and its versions' digests."""
 
     @classmethod
     def of(cls, desired: DesiredState | None) -> _Want:
@@ -89,6 +93,13 @@ class _Want:
                 if a.model is not None:
                     name = model_filename(a.model.platform, {})
                     want.files.setdefault((a.model.model, a.model.version), (a.model, name))
+        for model, assignments in want.served.items():
+            versions = [_version(a) for a in assignments]
+            text = model_config_text(model, assignments[0].config, versions=versions)
+            digests = sorted({a.model.digest for a in assignments if a.model is not None})
+            want.configs[model] = text
+            signature = hashlib.sha256((text + "\n".join(digests)).encode()).hexdigest()[:16]
+            want.signatures[model] = signature
         return want
 
     def users(self, model: str, version: int) -> list[Assignment]:
@@ -340,7 +351,7 @@ class Reconciler:
         for model_dir in sorted(p for p in self.models_dir.iterdir() if p.is_dir()):
             model = model_dir.name
             served_now = index is not None and is_loaded(index.get(model, {}))
-            settled = not served_now or self._loaded.get(model) == self._signature(want, model)
+            settled = not served_now or self._loaded.get(model) == want.signatures.get(model, "")
             for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
                 if not version_dir.name.isdigit():
                     continue
@@ -426,25 +437,12 @@ class Reconciler:
     def _files_ready(self, assignments: list[Assignment]) -> bool:
         return all(a.model is not None and self._artifact_ready(a.model) for a in assignments)
 
-    def _config_text(self, want: _Want, model: str) -> str:
-        assignments = want.served[model]
-        versions = [_version(a) for a in assignments]
-        return model_config_text(model, assignments[0].config, versions=versions)
-
-    def _signature(self, want: _Want, model: str) -> str:
-        """What a loaded model should be: its config and its versions' digests."""
-        if model not in want.served:
-            return ""
-        digests = sorted({a.model.digest for a in want.served[model] if a.model is not None})
-        text = self._config_text(want, model) + "\n".join(digests)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
     async def _write_model_configs(self, want: _Want) -> bool:
         for model, assignments in want.served.items():
             if not self._files_ready(assignments):
                 continue
             path = self.models_dir / model / "config.yaml"
-            text = self._config_text(want, model)
+            text = want.configs[model]
             if read_text(path) == text:
                 continue
             write_atomic(path, text)
@@ -464,21 +462,11 @@ class Reconciler:
         if not needed:
             return False
         backoff = self._backoff(f"child:{SERVER}", restart=True)
-        if server is not None and not server.running:
-            code = server.exited()
-            if code is not None:
-                self._server_live, self._loaded = False, {}
-                if server.uptime_s() >= self.settings.healthy_after_s:
-                    backoff.succeeded()
-                tail = server.log_tail()
-                delay = self._failed(
-                    statuses, backoff, "ServerExited", f"edgetier serve exited with {code}: {tail}"
-                )
-                self._exited(SERVER, code, tail, backoff, delay)
-                for status in statuses:
-                    if status.phase == "Running":
-                        status.to_phase("Starting", "ServerExited")
-                return True
+        if server is not None and self._ended(
+            server, statuses, backoff, "ServerExited", "edgetier serve exited"
+        ):
+            self._server_live, self._loaded = False, {}
+            return True
         if server is None or not server.running:
             if self._waiting(backoff):
                 return False
@@ -533,7 +521,7 @@ class Reconciler:
             if not self._files_ready(assignments):
                 continue
             statuses = self._statuses(assignments)
-            signature = self._signature(want, model)
+            signature = want.signatures[model]
             wanted = {str(_version(a)) for a in assignments}
             ready = {v for v, state in index.get(model, {}).items() if state == "READY"}
             if self._loaded.get(model) == signature and wanted <= ready:
@@ -622,19 +610,8 @@ class Reconciler:
             backoff.succeeded()
             status.progress("Restarting", "the pipeline file changed")
             return True
-        if child is not None and not child.running:
-            code = child.exited()
-            if code is not None:
-                if child.uptime_s() >= self.settings.healthy_after_s:
-                    backoff.succeeded()
-                tail = child.log_tail()
-                delay = self._failed(
-                    [status], backoff, "ChildExited", f"exited with {code}: {tail}"
-                )
-                self._exited(name, code, tail, backoff, delay)
-                if status.phase == "Running":
-                    status.to_phase("Starting", "ChildExited")
-                return True
+        if child is not None and self._ended(child, [status], backoff, "ChildExited", "exited"):
+            return True
         if child is None or not child.running:
             if self._waiting(backoff):
                 return False
@@ -687,12 +664,32 @@ class Reconciler:
         log.info("started %s (pid %d)", name, child.pid)
         return child
 
-    def _exited(self, name: str, code: int, tail: str, backoff: Backoff, delay_s: float) -> None:
+    def _ended(
+        self,
+        child: Child,
+        statuses: list[WorkloadStatus],
+        backoff: Backoff,
+        reason: str,
+        what: str,
+    ) -> bool:
+        """Whether ``child`` ended by itself (reported once): a failed try of its workloads,
+        counted afresh when it had run ``healthy_after_s``; they are Starting again."""
+        code = child.exited()
+        if code is None:
+            return False
+        if child.uptime_s() >= self.settings.healthy_after_s:
+            backoff.succeeded()
+        tail = child.log_tail()
+        delay = self._failed(statuses, backoff, reason, f"{what} with {code}: {tail}")
         self._record(
             "child.exited",
-            name,
-            {"exit_code": code, "log": tail, "try": backoff.failures, "next_s": delay_s},
+            child.name,
+            {"exit_code": code, "log": tail, "try": backoff.failures, "next_s": delay},
         )
+        for status in statuses:
+            if status.phase == "Running":
+                status.to_phase("Starting", reason)
+        return True
 
     async def _stop_child(self, child: Child, name: str) -> None:
         code = await child.stop(timeout_s=self.settings.stop_timeout_s)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import httpx
 
+from edgetier.agent._client import error_text
+
 __all__ = ["LOAD_TIMEOUT_S", "ServerApi"]
 
 LOAD_TIMEOUT_S = 300.0
@@ -54,7 +56,7 @@ class ServerApi:
             f"/v2/repository/models/{model}/load", timeout=LOAD_TIMEOUT_S
         )
         if response.status_code != 200:
-            return f"load {model}: {response.status_code}: {_error_of(response)}"
+            return f"load {model}: {response.status_code}: {error_text(response)}"
         for version in sorted(versions):
             ready = await self._http.get(f"/v2/models/{model}/versions/{version}/ready")
             if ready.status_code != 200:
@@ -68,18 +70,10 @@ class ServerApi:
             f"/v2/repository/models/{model}/unload", timeout=LOAD_TIMEOUT_S
         )
         if response.status_code != 200:
-            return f"unload {model}: {response.status_code}: {_error_of(response)}"
+            return f"unload {model}: {response.status_code}: {error_text(response)}"
         return None
 
 
 def is_loaded(versions: dict[str, str]) -> bool:
     """Whether an index entry holds a version loaded or on its way."""
     return any(state in ("READY", "LOADING") for state in versions.values())
-
-
-def _error_of(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300]
-    return str(body.get("error", body)) if isinstance(body, dict) else str(body)[:300]

@@ -14,6 +14,7 @@ delivered in order and dropped only once the controller has acknowledged them::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -133,18 +134,16 @@ class AgentStore:
         return int(value) if value is not None else 0
 
     def claim(self, node: str, controller: str) -> None:
-        """Bind the store to one node and controller; another node's store is refused."""
-        for key, value in (("node", node), ("controller", controller)):
-            held = self.get(key)
-            if held is None:
-                self.put(key, value)
-            elif held != value and key == "node":
-                raise ConfigError(
-                    f"store {self.directory}: it belongs to node {held!r}, not {value!r}; "
-                    "give each agent its own --store"
-                )
-            elif held != value:
-                self.put(key, value)  # the controller moved: the node stays the same
+        """Bind the store to one node and controller; another node's store is refused (the
+        controller may move: the node stays the same)."""
+        held = self.get("node")
+        if held is not None and held != node:
+            raise ConfigError(
+                f"store {self.directory}: it belongs to node {held!r}, not {node!r}; "
+                "give each agent its own --store"
+            )
+        self.put("node", node)
+        self.put("controller", controller)
 
     # -- credential ----------------------------------------------------------------------
 
@@ -178,9 +177,7 @@ class AgentStore:
     def reject_credential(self) -> None:
         held = self.credential()
         if held is not None and not held.rejected:
-            self.save_credential(
-                Credential(held.node, held.credential, held.expires_at, held.token_sha256, True)
-            )
+            self.save_credential(dataclasses.replace(held, rejected=True))
 
     # -- desired state -------------------------------------------------------------------
 

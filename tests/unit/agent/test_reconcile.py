@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +34,17 @@ PIPELINE = {
 }
 
 
-def _reconciler(tmp_path: Path, records: list[tuple[str, str, dict[str, Any]]]) -> Reconciler:
+Records = list[tuple[str, str, dict[str, Any]]]
+
+
+def _reconciler(tmp_path: Path, records: Records, **options: Any) -> Reconciler:
+    """A reconciler whose children are SLEEPER (``options``: other agent settings)."""
+    values: dict[str, Any] = {"edgetier": SLEEPER, "start_settle_s": 0.01, "stop_timeout_s": 5}
     settings = AgentSettings(
         controller="http://127.0.0.1:9",
         name="edge-1",
         store=tmp_path / "s",
-        edgetier=SLEEPER,
-        start_settle_s=0.01,
-        stop_timeout_s=5,
+        **{**values, **options},
     )
 
     async def download(digest: str, target: Path) -> int:
@@ -57,6 +62,29 @@ def _reconciler(tmp_path: Path, records: list[tuple[str, str, dict[str, Any]]]) 
     )
 
 
+@asynccontextmanager
+async def _reconciling(
+    tmp_path: Path, records: Records, **options: Any
+) -> AsyncIterator[Reconciler]:
+    """:func:`_reconciler`, its children stopped and its store closed on exit."""
+    reconciler = _reconciler(tmp_path, records, **options)
+    try:
+        yield reconciler
+    finally:
+        await reconciler.close()
+        reconciler.store.close()
+
+
+def _desired(*assignments: Assignment, generation: int = 1) -> DesiredState:
+    return DesiredState(node="edge-1", generation=generation, assignments=list(assignments))
+
+
+def _pipeline(deployment: str, **fields: Any) -> Assignment:
+    return Assignment(
+        deployment=deployment, generation=1, kind="pipeline", pipeline=PIPELINE, **fields
+    )
+
+
 async def _converge(reconciler: Reconciler, desired: DesiredState | None) -> int:
     steps = 0
     while await reconciler.step(desired):
@@ -68,23 +96,9 @@ async def _converge(reconciler: Reconciler, desired: DesiredState | None) -> int
 async def test_a_pipeline_with_a_model_is_fetched_configured_started_and_stopped(
     tmp_path: Path,
 ) -> None:
-    records: list[tuple[str, str, dict[str, Any]]] = []
-    reconciler = _reconciler(tmp_path, records)
-    desired = DesiredState(
-        node="edge-1",
-        generation=1,
-        assignments=[
-            Assignment(
-                deployment="traffic",
-                generation=1,
-                kind="pipeline",
-                model=INFO,
-                pipeline=PIPELINE,
-                streams=3,
-            )
-        ],
-    )
-    try:
+    records: Records = []
+    desired = _desired(_pipeline("traffic", model=INFO, streams=3))
+    async with _reconciling(tmp_path, records) as reconciler:
         assert await _converge(reconciler, desired) == 3  # download, configure, start
         await asyncio.sleep(0.05)  # start_settle_s: alive this long, the pipeline is Running
         assert await reconciler.step(desired) is False
@@ -111,59 +125,43 @@ async def test_a_pipeline_with_a_model_is_fetched_configured_started_and_stopped
         assert len(records) == before and reconciler.pipelines["traffic"] is child
 
         # no longer desired: stopped, its slot and file released, the workload Stopped
-        empty = DesiredState(node="edge-1", generation=2)
-        await _converge(reconciler, empty)
+        await _converge(reconciler, _desired(generation=2))
         assert not reconciler.pipelines and not child.running
         assert not (tmp_path / "s" / "pipelines" / "traffic" / "pipeline.yaml").exists()
         assert not model.exists()
         assert reconciler.store.slots() == {} and reconciler.workload_states() == []
         phases = [d["phase"] for k, s, d in records if k == "phase" and s == "traffic"]
         assert phases[-1] == "Stopped"
-    finally:
-        await reconciler.close()
-        reconciler.store.close()
 
 
 async def test_children_left_by_a_killed_agent_are_stopped_on_the_next_start(
     tmp_path: Path,
 ) -> None:
-    records: list[tuple[str, str, dict[str, Any]]] = []
+    records: Records = []
     first = _reconciler(tmp_path, records)
-    desired = DesiredState(
-        node="edge-1",
-        generation=1,
-        assignments=[Assignment(deployment="p", generation=1, kind="pipeline", pipeline=PIPELINE)],
-    )
+    desired = _desired(_pipeline("p"))
     await _converge(first, desired)
     pid = first.pipelines["p"].pid
     assert pid is not None
     first.store.close()  # the agent dies without stopping its child
-    second = _reconciler(tmp_path, records)
     try:
-        assert second.stop_stale_children() == ["pipeline-p"]
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
-        await _converge(second, desired)  # and started again from the store
-        assert second.pipelines["p"].running and second.pipelines["p"].pid != pid
+        async with _reconciling(tmp_path, records) as second:
+            assert second.stop_stale_children() == ["pipeline-p"]
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+            await _converge(second, desired)  # and started again from the store
+            assert second.pipelines["p"].running and second.pipelines["p"].pid != pid
     finally:
-        await second.close()
-        second.store.close()
         await first._api.aclose()
 
 
 async def test_an_assignment_that_cannot_run_is_failed_and_touches_nothing(
     tmp_path: Path,
 ) -> None:
-    records: list[tuple[str, str, dict[str, Any]]] = []
-    reconciler = _reconciler(tmp_path, records)
-    desired = DesiredState(
-        node="edge-1",
-        generation=1,
-        assignments=[
-            Assignment(deployment="../escape", generation=1, kind="pipeline", pipeline=PIPELINE),
-            Assignment(deployment="no-model", generation=1, kind="model"),
-        ],
+    records: Records = []
+    desired = _desired(
+        _pipeline("../escape"), Assignment(deployment="no-model", generation=1, kind="model")
     )
-    try:
+    async with _reconciling(tmp_path, records) as reconciler:
         assert await _converge(reconciler, desired) == 0
         states = {s.deployment: s for s in reconciler.workload_states()}
         for name, why in (("../escape", "not a DNS label"), ("no-model", "without its model")):
@@ -173,6 +171,23 @@ async def test_an_assignment_that_cannot_run_is_failed_and_touches_nothing(
         assert not reconciler.pipelines and reconciler.server is None
         assert not (tmp_path / "escape").exists()
         assert not any((tmp_path / "s" / "pipelines").iterdir())
-    finally:
-        await reconciler.close()
-        reconciler.store.close()
+
+
+async def test_a_child_that_ran_healthy_after_s_before_it_ended_starts_its_back_off_afresh(
+    tmp_path: Path,
+) -> None:
+    records: Records = []
+    runs_a_while = [sys.executable, "-c", "import time; time.sleep(0.5)", "--"]
+    options = {"edgetier": runs_a_while, "healthy_after_s": 0.2, "restart_initial_s": 0.05}
+    desired = _desired(_pipeline("p"))
+    async with _reconciling(tmp_path, records, **options) as reconciler:
+        for _ in range(2):
+            await _converge(reconciler, desired)  # started (again, once its back-off passed)
+            child = reconciler.pipelines["p"]
+            assert child.running
+            while child.running:  # no pass while it runs: only its end tells how long it ran
+                await asyncio.sleep(0.05)
+            assert await reconciler.step(desired)  # its end, counted as a failed try
+            await asyncio.sleep(0.1)
+        tries = [d["try"] for k, s, d in records if k == "child.exited" and s == "pipeline-p"]
+        assert tries == [1, 1]  # it ran 0.5 s > healthy_after_s each time: try 1 again
