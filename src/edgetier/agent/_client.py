@@ -181,6 +181,7 @@ class ControllerClient:
         timeout_s: float | None = None,
         allow: frozenset[int] = frozenset(),
     ) -> httpx.Response:
+        presented = self.credential
         sent = {**(self._auth() if auth else {}), **(headers or {})}
         try:
             response = await self._http.request(
@@ -195,6 +196,18 @@ class ControllerClient:
             raise ControllerUnreachableError(
                 f"{method} {self.base_url}{path}: {_describe(exc)}"
             ) from None
+        if response.status_code == 401 and auth and self.credential != presented:
+            # renewed while this request was in flight: the controller revoked the one sent
+            return await self._request(
+                method,
+                path,
+                json=json,
+                params=params,
+                headers=headers,
+                auth=auth,
+                timeout_s=timeout_s,
+                allow=allow,
+            )
         if response.status_code in allow or 200 <= response.status_code < 300:
             return response
         _raise_for(response, method, path)
