@@ -1,6 +1,9 @@
 """Fixtures of the controller's unit tests: a service on a temporary data dir with a
 clock the test moves, its API over httpx's ASGI transport (no server, no thread), and a
-small placement policy so that these tests do not depend on the default policy's figures."""
+small placement policy so that these tests do not depend on the default policy's figures.
+
+Every test of a service runs twice: on SQLite and on PostgreSQL (a database of its own in
+the session's cluster)."""
 
 from __future__ import annotations
 
@@ -105,9 +108,19 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite in the data dir) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture
-def service(tmp_path: Path, clock: Clock) -> Iterator[ControlService]:
-    settings = ControllerSettings(data_dir=tmp_path / "controller", node_timeout_s=15)
+def service(tmp_path: Path, clock: Clock, database_url: str | None) -> Iterator[ControlService]:
+    settings = ControllerSettings(
+        data_dir=tmp_path / "controller", node_timeout_s=15, database_url=database_url
+    )
     svc = ControlService(settings, clock=clock, policy=SpreadPolicy())
     svc.start()
     yield svc
