@@ -52,6 +52,15 @@ def postgres_url(postgres: PostgresCluster) -> Iterator[str]:
     postgres.drop_database(name)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Runs a controller's test twice: None (the controller's default, SQLite in its data
+    dir), then the URL of a fresh PostgreSQL database (:func:`postgres_url`)."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture
 def rtsp_relay() -> Iterator[RtspRelay]:
     """An RTSP relay (rtsp-server-perl): publish on one port, play on another."""

@@ -3,7 +3,7 @@ clock the test moves, its API over httpx's ASGI transport (no server, no thread)
 small placement policy so that these tests do not depend on the default policy's figures.
 
 Every test of a service runs twice: on SQLite and on PostgreSQL (a database of its own in
-the session's cluster)."""
+the session's cluster; ``database_url`` of ``edgetier.testing.fixtures``)."""
 
 from __future__ import annotations
 
@@ -106,14 +106,6 @@ def tiny_onnx(path: Path, *, scale: float = 2.0) -> Path:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> str | None:
-    """None (SQLite in the data dir) or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return None
-    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture
