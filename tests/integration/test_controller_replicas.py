@@ -17,11 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_fleet_end_to_end import NODES, Fleet, _eventually, _placed
-from typer.testing import CliRunner
+from test_fleet_end_to_end import NODES, Fleet, _eventually, _placed, deploy_simple
 
-from edgetier.cli._app import app
-from edgetier.synthetic import build_demo_repository
 from edgetier.testing import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,8 +37,6 @@ def _role(url: str) -> str | None:
 def test_killing_the_leader_hands_scheduling_to_the_other_replica(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    models = tmp_path / "models"
-    build_demo_repository(models, models=["simple"])
     fleet = Fleet(tmp_path, postgres_url)
     a, b = fleet.url, f"http://127.0.0.1:{free_port()}"
     try:
@@ -56,19 +51,7 @@ def test_killing_the_leader_hands_scheduling_to_the_other_replica(
         for name in NODES:
             fleet.start_agent(name)
         _eventually(lambda: len(fleet.get("/v1/nodes")) == 3, "three nodes enrolled")
-        env = {"EDGETIER_CONTROLLER": b, "EDGETIER_TOKEN": fleet.token(), "COLUMNS": "200"}
-        runner = CliRunner()  # the operator works through the follower: it serves the API
-        pushed = runner.invoke(
-            app, ["model", "push", str(models / "simple"), "--name", "simple"], env=env
-        )
-        assert pushed.exit_code == 0, pushed.output
-        deployment = tmp_path / "simple.yaml"
-        deployment.write_text(
-            "apiVersion: edgetier/v1\nkind: Deployment\nmetadata: {name: simple}\n"
-            "spec: {model: {name: simple}, selector: {tiers: [edge]}, replicas: 1}\n"
-        )
-        applied = runner.invoke(app, ["deploy", "apply", "-f", str(deployment)], env=env)
-        assert applied.exit_code == 0, applied.output
+        deploy_simple(fleet, b)  # the operator works through the follower: it serves the API
         [first] = _placed(fleet)
         # the holder's long poll is parked on a; the change was made on b
         _eventually(lambda: fleet.serves(first), f"{first} serving the model")

@@ -165,28 +165,36 @@ def _events_of(fleet: Fleet, node: str) -> list[dict[str, Any]]:
     return events
 
 
-def test_a_fleet_places_serves_survives_and_moves(tmp_path: Path, database_url: str | None) -> None:
-    models = tmp_path / "models"
+def deploy_simple(fleet: Fleet, url: str) -> dict[str, str]:
+    """With the CLI, through the controller at ``url``: push the demo model ``simple`` and
+    deploy it on one edge node. The CLI's environment."""
+    models = fleet.root / "models"
     build_demo_repository(models, models=["simple"])
+    env = {"EDGETIER_CONTROLLER": url, "EDGETIER_TOKEN": fleet.token(), "COLUMNS": "200"}
+    runner = CliRunner()
+    pushed = runner.invoke(
+        app, ["model", "push", str(models / "simple"), "--name", "simple"], env=env
+    )
+    assert pushed.exit_code == 0, pushed.output
+    deployment = fleet.root / "simple.yaml"
+    deployment.write_text(
+        "apiVersion: edgetier/v1\nkind: Deployment\nmetadata: {name: simple}\n"
+        "spec: {model: {name: simple}, selector: {tiers: [edge]}, replicas: 1}\n"
+    )
+    applied = runner.invoke(app, ["deploy", "apply", "-f", str(deployment)], env=env)
+    assert applied.exit_code == 0, applied.output
+    return env
+
+
+def test_a_fleet_places_serves_survives_and_moves(tmp_path: Path, database_url: str | None) -> None:
     fleet = Fleet(tmp_path, database_url)
     try:
         fleet.start_controller()
         for name in NODES:
             fleet.start_agent(name)
         _eventually(lambda: len(fleet.get("/v1/nodes")) == 3, "three nodes enrolled")
-        env = {"EDGETIER_CONTROLLER": fleet.url, "EDGETIER_TOKEN": fleet.token(), "COLUMNS": "200"}
+        env = deploy_simple(fleet, fleet.url)
         runner = CliRunner()
-        pushed = runner.invoke(
-            app, ["model", "push", str(models / "simple"), "--name", "simple"], env=env
-        )
-        assert pushed.exit_code == 0, pushed.output
-        deployment = tmp_path / "simple.yaml"
-        deployment.write_text(
-            "apiVersion: edgetier/v1\nkind: Deployment\nmetadata: {name: simple}\n"
-            "spec: {model: {name: simple}, selector: {tiers: [edge]}, replicas: 1}\n"
-        )
-        applied = runner.invoke(app, ["deploy", "apply", "-f", str(deployment)], env=env)
-        assert applied.exit_code == 0, applied.output
 
         # it lands where the scheduler says, and explain says why
         explain = runner.invoke(app, ["deploy", "explain", "simple", "--json"], env=env)

@@ -74,7 +74,9 @@ class PostgresCluster:
         self.port = port or free_port()
         self.max_connections = max_connections
         self._user = _cluster_user()
-        self.directory = Path(tempfile.mkdtemp(prefix="edgetier-pg-"))
+        # the cluster's user must reach its directory: under /tmp, not a TMPDIR of root's
+        parent = "/tmp" if self._user is not None and Path("/tmp").is_dir() else None
+        self.directory = Path(tempfile.mkdtemp(prefix="edgetier-pg-", dir=parent))
         self.data_dir = self.directory / "data"
         self.log_file = self.directory / "postgres.log"
         self._owned(self.directory)
