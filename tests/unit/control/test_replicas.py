@@ -80,6 +80,8 @@ def test_one_replica_leads_and_another_takes_over_when_its_session_ends(
     health_a, health_b = _healthz(a), _healthz(b)
     assert (health_a["role"], health_b["role"]) == ("leader", "follower")
     assert health_a["replica"] == a.replica != health_b["replica"] == b.replica
+    assert "edgetier_controller_leader 1.0" in a.metrics.render().decode()
+    assert "edgetier_controller_leader 0.0" in b.metrics.render().decode()
 
     # the leader's lock session ends (its connection cut): it steps down on its next
     # check, and the other takes the lock on its next try
