@@ -170,3 +170,25 @@ def test_a_follower_hands_reconcile_requests_to_the_leader(
     assert _eventually(leader_was_asked)
     a.reconcile(asked)
     assert [p["node"] for p in a.get_deployment("m")["status"]["placements"]] == ["edge-1"]
+
+
+def test_a_change_to_many_nodes_is_split_into_notices_postgresql_accepts() -> None:
+    import json
+
+    from edgetier.control._pgnotify import _chunks
+
+    generations = {f"node-{i:05d}": 1000 + i for i in range(5000)}
+    chunks = list(_chunks(generations))
+    assert len(chunks) > 1
+    assert all(len(json.dumps({"r": "x" * 40, "d": c})) < 8000 for c in chunks)
+    assert {k: v for c in chunks for k, v in c.items()} == generations
+
+
+def test_postgresql_urls_get_psycopg_3() -> None:
+    from edgetier.control._db import driver_url, libpq_conninfo
+
+    url = "postgresql://u:p%40ss@db:5433/fleet"
+    assert driver_url(url) == "postgresql+psycopg://u:p%40ss@db:5433/fleet"
+    assert driver_url("postgresql+psycopg://u@db/f") == "postgresql+psycopg://u@db/f"
+    assert driver_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert libpq_conninfo(driver_url(url)) == url
