@@ -192,3 +192,33 @@ def test_postgresql_urls_get_psycopg_3() -> None:
     assert driver_url("postgresql+psycopg://u@db/f") == "postgresql+psycopg://u@db/f"
     assert driver_url("sqlite:///x.db") == "sqlite:///x.db"
     assert libpq_conninfo(driver_url(url)) == url
+
+
+async def test_only_the_leader_runs_the_loop_passes(
+    replicas: tuple[ControlService, ControlService], clock: Clock
+) -> None:
+    """b's loop runs while a leads: a silent node stays as it is. Once a steps down, b's
+    loop takes the lead and its heartbeat-timeout pass marks the node Offline."""
+    from edgetier.control._loop import run_loop
+
+    a, b = replicas
+    assert a.leadership.poll()
+    token = a.create_token("enrol", expires_in_s=None)["token"]
+    a.enrol(EnrolRequest(token=token, name="edge-1", tier="edge", profile="jetson-xavier-nx"))
+    clock.advance(60)  # silent for four node timeouts
+
+    def offline() -> bool:
+        conditions = b.get_node("edge-1")["status"]["conditions"]
+        return {c["type"]: c["status"] for c in conditions}["Offline"] == "True"
+
+    stop = asyncio.Event()
+    loop = asyncio.create_task(run_loop(b, stop))
+    try:
+        await asyncio.sleep(2.5)  # two or three of b's ticks (1 s each)
+        assert not b.is_leader
+        assert not await asyncio.to_thread(offline)
+        a.leadership.release()
+        assert await asyncio.to_thread(_eventually, lambda: b.is_leader and offline())
+    finally:
+        stop.set()
+        await loop
