@@ -22,20 +22,25 @@ install: venv
 install-test: venv
 	$(PIP) -e '.[video,bench,control,test]'
 
-# Debian packages the integration tests start themselves: the MQTT broker and an RTSP
-# relay (rtsp-server-perl); only the missing ones are installed. The relay's packaged
-# service (ports 554/5545 on every interface) is not needed and is turned off.
+# Debian packages the integration tests start themselves: the MQTT broker, an RTSP
+# relay (rtsp-server-perl) and PostgreSQL (the tests run their own cluster with initdb);
+# only the missing ones are installed. The packaged services of the relay (ports 554/5545
+# on every interface) and of PostgreSQL (port 5432) are not needed and are turned off.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || missing="$$missing mosquitto"; \
 	command -v rtsp-server-perl >/dev/null 2>&1 || missing="$$missing rtsp-server-perl"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -z "$$missing" ] || ( \
 	  (apt-get update -qq || sudo apt-get update -qq) && \
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || \
 	   sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) && \
 	  case "$$missing" in *rtsp-server-perl*) \
 	    (systemctl disable --now rtsp-server-perl || sudo systemctl disable --now \
-	     rtsp-server-perl || true) >/dev/null 2>&1;; esac )
+	     rtsp-server-perl || true) >/dev/null 2>&1;; esac; \
+	  case "$$missing" in *postgresql*) \
+	    (systemctl disable --now postgresql || sudo systemctl disable --now \
+	     postgresql || true) >/dev/null 2>&1;; esac )
 
 demo-repo: install
 	$(BIN)/edgetier model demo $(DEMO_REPO)

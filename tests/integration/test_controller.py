@@ -1,6 +1,7 @@
 """The controller for real: uvicorn on a free port (in a thread of the test), httpx as the
 agents' client, the default placement policy. Enrol, heartbeat, long poll, records,
-artifacts, re-placement on drain and on a lost node, and a restart that keeps its state."""
+artifacts, re-placement on drain and on a lost node, and a restart that keeps its state;
+each on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -32,10 +33,14 @@ def _eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> bool:
 
 @contextmanager
 def _controller(
-    data_dir: Path, node_timeout_s: float = 60.0
+    data_dir: Path, database_url: str | None, node_timeout_s: float = 60.0
 ) -> Iterator[tuple[Controller, httpx.Client]]:
     settings = ControllerSettings(
-        data_dir=data_dir, port=free_port(), node_timeout_s=node_timeout_s, resync_s=1.0
+        data_dir=data_dir,
+        database_url=database_url,
+        port=free_port(),
+        node_timeout_s=node_timeout_s,
+        resync_s=1.0,
     )
     with Controller(settings).running() as controller:
         operator = {"Authorization": f"Bearer {controller.service.operator_token}"}
@@ -104,8 +109,8 @@ class _Heartbeats:
         self._thread.join(10)
 
 
-def test_agent_protocol_over_http(tmp_path: Path) -> None:
-    with _controller(tmp_path / "c") as (controller, client):
+def test_agent_protocol_over_http(tmp_path: Path, database_url: str | None) -> None:
+    with _controller(tmp_path / "c", database_url) as (controller, client):
         edge = _enrol(client, "edge-1", "edge", "jetson-agx-orin-64gb")
         other = _enrol(client, "edge-2", "edge", "jetson-agx-orin-64gb")
         reply = client.post(
@@ -164,8 +169,10 @@ def test_agent_protocol_over_http(tmp_path: Path) -> None:
         assert "edgetier_controller_records_duplicate_total 2.0" in metrics
 
 
-def test_drain_and_a_lost_node_move_the_deployment(tmp_path: Path) -> None:
-    with _controller(tmp_path / "c", node_timeout_s=2.0) as (controller, client):
+def test_drain_and_a_lost_node_move_the_deployment(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    with _controller(tmp_path / "c", database_url, node_timeout_s=2.0) as (controller, client):
         nodes = {
             name: _enrol(client, name, "edge", "jetson-agx-orin-64gb")
             for name in ("edge-1", "edge-2", "edge-3")
@@ -197,9 +204,9 @@ def test_drain_and_a_lost_node_move_the_deployment(tmp_path: Path) -> None:
         assert "NodeDrained" in kinds and "NodeOffline" in kinds
 
 
-def test_restart_keeps_state_and_reconciles(tmp_path: Path) -> None:
+def test_restart_keeps_state_and_reconciles(tmp_path: Path, database_url: str | None) -> None:
     data_dir = tmp_path / "c"
-    with _controller(data_dir) as (controller, client):
+    with _controller(data_dir, database_url) as (controller, client):
         token = controller.service.operator_token
         nodes = {
             name: _enrol(client, name, "edge", "jetson-agx-orin-64gb")
@@ -217,7 +224,7 @@ def test_restart_keeps_state_and_reconciles(tmp_path: Path) -> None:
         ]
     survivor = "edge-2" if holder == "edge-1" else "edge-1"
     # the controller is down; it comes back: same token, same nodes, same placements
-    with _controller(data_dir, node_timeout_s=2.0) as (again, client):
+    with _controller(data_dir, database_url, node_timeout_s=2.0) as (again, client):
         assert again.service.operator_token == token
         assert _placed(client, "m") == [holder]
         beat = httpx.post(

@@ -30,11 +30,15 @@ runner = CliRunner()
 
 
 @contextmanager
-def _controller_process(data_dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def _controller_process(
+    data_dir: Path, port: int, database_url: str | None
+) -> Iterator[subprocess.Popen[bytes]]:
     command = [
         sys.executable, "-c", "from edgetier.cli import main; main()", "controller",
         "--data-dir", str(data_dir), "--port", str(port), "--node-timeout-s", "60",
     ]  # fmt: skip
+    if database_url is not None:
+        command += ["--database-url", database_url]
     log = (data_dir.parent / "controller.log").open("a")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -73,11 +77,13 @@ def _enrol(url: str, env: dict[str, str], name: str, tier: str, profile: str) ->
     return {"Authorization": f"Bearer {answer.json()['credential']}"}
 
 
-def test_the_fleet_commands_against_a_controller_process(tmp_path: Path) -> None:
+def test_the_fleet_commands_against_a_controller_process(
+    tmp_path: Path, database_url: str | None
+) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     data_dir = tmp_path / "controller"
-    with _controller_process(data_dir, port) as process:
+    with _controller_process(data_dir, port, database_url) as process:
         token_file = data_dir / "operator-token"
         env = {"EDGETIER_CONTROLLER": url, "EDGETIER_TOKEN": token_file.read_text().strip()}
         edge = _enrol(url, env, "edge-1", "edge", "jetson-agx-orin-64gb")
@@ -186,7 +192,7 @@ def test_the_fleet_commands_against_a_controller_process(tmp_path: Path) -> None
         assert not poll.is_alive() and answers == [304]  # released, not cut off
 
     # started again on the same data dir: the fleet is still there
-    with _controller_process(data_dir, port):
+    with _controller_process(data_dir, port, database_url):
         nodes = json.loads(_cli("nodes", "ls", "--json", env=env))
         assert sorted(n["metadata"]["name"] for n in nodes) == ["edge-1", "region-1"]
         assert json.loads(_cli("deploy", "status", "--json", env=env)) == []

@@ -4,7 +4,7 @@ tiers. A model deployment lands where the scheduler says and `deploy explain` sa
 the controller is killed and the node goes on serving; the node's agent is restarted while
 the controller is down and brings the node back from its store; the controller returns and
 every record reaches it once; the node's agent is killed and the deployment is placed on
-the other edge node, which serves it."""
+the other edge node, which serves it. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -53,12 +53,15 @@ def _eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.0) ->
 
 
 class Fleet:
-    """The processes of one test: a controller and named agents, with their logs."""
+    """The processes of one test: a controller (or its replicas) and named agents, with
+    their logs. ``controllers``: what the agents are given as ``--controller``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, database_url: str | None = None) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.controllers = self.url
+        self.database_url = database_url
         self.data_dir = root / "controller"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.bases: dict[str, int] = {}
@@ -71,13 +74,15 @@ class Fleet:
         self.procs[name] = proc
         return proc
 
-    def start_controller(self) -> None:
+    def start_controller(self, name: str = "controller", port: int | None = None) -> None:
+        port = port or self.port
+        database = ["--database-url", self.database_url] if self.database_url else []
         proc = self._start(
-            "controller",
-            ["controller", "--data-dir", str(self.data_dir), "--port", str(self.port),
-             "--node-timeout-s", str(NODE_TIMEOUT_S)],
+            name,
+            ["controller", "--data-dir", str(self.data_dir), "--port", str(port),
+             "--node-timeout-s", str(NODE_TIMEOUT_S), *database],
         )  # fmt: skip
-        wait_for_port(self.port, timeout_s=60, alive=lambda: None if proc.poll() is None else "x")
+        wait_for_port(port, timeout_s=60, alive=lambda: None if proc.poll() is None else "x")
         self.operator = {"Authorization": "Bearer " + self.token()}
 
     def token(self) -> str:
@@ -93,7 +98,7 @@ class Fleet:
             self.tokens[name] = created.json()["token"]
         self._start(
             f"agent-{name}",
-            ["agent", "--controller", self.url, "--name", name, "--tier", tier,
+            ["agent", "--controller", self.controllers, "--name", name, "--tier", tier,
              "--profile", profile, "--port-base", str(self.bases[name]),
              "--store", str(self.root / "agents" / name), "--token", self.tokens[name],
              "--heartbeat-s", "0.5"],
@@ -105,7 +110,7 @@ class Fleet:
         proc.wait(60)
 
     def stop_all(self) -> None:
-        for name in sorted(self.procs, key=lambda n: n == "controller"):
+        for name in sorted(self.procs, key=lambda n: n.startswith("controller")):
             proc = self.procs[name]
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -160,28 +165,36 @@ def _events_of(fleet: Fleet, node: str) -> list[dict[str, Any]]:
     return events
 
 
-def test_a_fleet_places_serves_survives_and_moves(tmp_path: Path) -> None:
-    models = tmp_path / "models"
+def deploy_simple(fleet: Fleet, url: str) -> dict[str, str]:
+    """With the CLI, through the controller at ``url``: push the demo model ``simple`` and
+    deploy it on one edge node. The CLI's environment."""
+    models = fleet.root / "models"
     build_demo_repository(models, models=["simple"])
-    fleet = Fleet(tmp_path)
+    env = {"EDGETIER_CONTROLLER": url, "EDGETIER_TOKEN": fleet.token(), "COLUMNS": "200"}
+    runner = CliRunner()
+    pushed = runner.invoke(
+        app, ["model", "push", str(models / "simple"), "--name", "simple"], env=env
+    )
+    assert pushed.exit_code == 0, pushed.output
+    deployment = fleet.root / "simple.yaml"
+    deployment.write_text(
+        "apiVersion: edgetier/v1\nkind: Deployment\nmetadata: {name: simple}\n"
+        "spec: {model: {name: simple}, selector: {tiers: [edge]}, replicas: 1}\n"
+    )
+    applied = runner.invoke(app, ["deploy", "apply", "-f", str(deployment)], env=env)
+    assert applied.exit_code == 0, applied.output
+    return env
+
+
+def test_a_fleet_places_serves_survives_and_moves(tmp_path: Path, database_url: str | None) -> None:
+    fleet = Fleet(tmp_path, database_url)
     try:
         fleet.start_controller()
         for name in NODES:
             fleet.start_agent(name)
         _eventually(lambda: len(fleet.get("/v1/nodes")) == 3, "three nodes enrolled")
-        env = {"EDGETIER_CONTROLLER": fleet.url, "EDGETIER_TOKEN": fleet.token(), "COLUMNS": "200"}
+        env = deploy_simple(fleet, fleet.url)
         runner = CliRunner()
-        pushed = runner.invoke(
-            app, ["model", "push", str(models / "simple"), "--name", "simple"], env=env
-        )
-        assert pushed.exit_code == 0, pushed.output
-        deployment = tmp_path / "simple.yaml"
-        deployment.write_text(
-            "apiVersion: edgetier/v1\nkind: Deployment\nmetadata: {name: simple}\n"
-            "spec: {model: {name: simple}, selector: {tiers: [edge]}, replicas: 1}\n"
-        )
-        applied = runner.invoke(app, ["deploy", "apply", "-f", str(deployment)], env=env)
-        assert applied.exit_code == 0, applied.output
 
         # it lands where the scheduler says, and explain says why
         explain = runner.invoke(app, ["deploy", "explain", "simple", "--json"], env=env)

@@ -70,7 +70,7 @@ class Agent:
         self._identity = identity
         self._telemetry = telemetry
         self.client = client or ControllerClient(
-            settings.controller_url, timeout_s=settings.request_timeout_s
+            settings.controller_urls, timeout_s=settings.request_timeout_s
         )
         self.store: AgentStore | None = None
         self.reconciler: Reconciler | None = None
@@ -94,7 +94,7 @@ class Agent:
         settings = self.settings
         store = self.store = AgentStore(settings.store_dir, keep_acked=settings.keep_acked_records)
         try:
-            store.claim(settings.name, settings.controller_url)
+            store.claim(settings.name, ",".join(settings.controller_urls))
             credential = self._usable_credential(store)
             identity = self._identity
             if identity is None:

@@ -3,9 +3,14 @@
 Each call maps what the controller answered to the agent's errors where it enters: a
 refused or reset connection, a timeout and a 5xx are :class:`ControllerUnreachableError`
 (the agent goes on from its store), a 401 is :class:`CredentialRejectedError`, a 409 to a
-record batch is :class:`OutboxGapError` with the sequence the controller expects::
+record batch is :class:`OutboxGapError` with the sequence the controller expects.
 
-    async with ControllerClient("http://127.0.0.1:8080") as client:
+Given several addresses (replicas of one controller), a call that finds its replica
+unreachable (or answering 5xx) is tried on the next one at once, and the client stays
+with the replica that answered; only when every address failed is the controller
+unreachable::
+
+    async with ControllerClient(["http://ctl-a:8080", "http://ctl-b:8080"]) as client:
         reply = await client.enrol(EnrolRequest(token=T, name="edge-1", ...))
         client.credential = reply.credential
         desired = await client.desired("edge-1", etag=None, wait_s=30)
@@ -14,8 +19,10 @@ record batch is :class:`OutboxGapError` with the sequence the controller expects
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
@@ -40,6 +47,8 @@ from edgetier.control import (
 
 __all__ = ["ControllerClient", "error_text", "etag_of"]
 
+log = logging.getLogger("edgetier.agent")
+
 _CHUNK_BYTES = 1 << 20
 _EXPECTED = re.compile(r"expect(?:ed|s)?\D{0,20}(\d+)", re.IGNORECASE)
 
@@ -50,21 +59,25 @@ def etag_of(generation: int) -> str:
 
 
 class ControllerClient:
-    """One agent's connection to the controller; ``credential`` is set once enrolled."""
+    """One agent's connection to the controller (one address or its replicas');
+    ``credential`` is set once enrolled."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         credential: str | None = None,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("ControllerClient: at least one controller address is needed")
+        self.urls = [url.rstrip("/") for url in urls]
+        self._current = 0
         self.credential = credential
         self.timeout_s = timeout_s
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s),
             transport=transport,
             headers={"User-Agent": "edgetier-agent"},
@@ -83,6 +96,17 @@ class ControllerClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    @property
+    def base_url(self) -> str:
+        """The address in use: the last one that answered."""
+        return self.urls[self._current]
+
+    def _fail_over(self, url: str, why: str) -> None:
+        """Move on from ``url`` (unless another call moved on already)."""
+        if len(self.urls) > 1 and self.base_url == url:
+            self._current = (self._current + 1) % len(self.urls)
+            log.warning("controller %s: %s; trying %s", url, why, self.base_url)
 
     # -- the calls -----------------------------------------------------------------------
 
@@ -129,15 +153,18 @@ class ControllerClient:
         expected = digest.removeprefix("sha256:")
         sha = hashlib.sha256()
         size = 0
+        url = self.base_url
         try:
             async with self._http.stream(
                 "GET",
-                f"/v1/artifacts/{digest}",
+                f"{url}/v1/artifacts/{digest}",
                 headers=self._auth(),
                 timeout=httpx.Timeout(self.timeout_s, read=timeout_s),
             ) as response:
                 if response.status_code != 200:
                     await response.aread()
+                    if response.status_code >= 500:
+                        self._fail_over(url, f"answered {response.status_code}")
                     _raise_for(response, "GET", f"/v1/artifacts/{digest}")
                 with target.open("wb") as out:
                     async for chunk in response.aiter_bytes(_CHUNK_BYTES):
@@ -148,8 +175,9 @@ class ControllerClient:
                     os.fsync(out.fileno())
         except httpx.TransportError as exc:
             target.unlink(missing_ok=True)
+            self._fail_over(url, _describe(exc))  # the agent's next try goes there
             raise ControllerUnreachableError(
-                f"GET {self.base_url}/v1/artifacts/{digest}: {_describe(exc)}"
+                f"GET {url}/v1/artifacts/{digest}: {_describe(exc)}"
             ) from None
         except BaseException:
             target.unlink(missing_ok=True)
@@ -183,34 +211,44 @@ class ControllerClient:
     ) -> httpx.Response:
         presented = self.credential
         sent = {**(self._auth() if auth else {}), **(headers or {})}
-        try:
-            response = await self._http.request(
-                method,
-                path,
-                json=json,
-                params=params,
-                headers=sent,
-                timeout=httpx.Timeout(timeout_s) if timeout_s is not None else None,
-            )
-        except httpx.TransportError as exc:
-            raise ControllerUnreachableError(
-                f"{method} {self.base_url}{path}: {_describe(exc)}"
-            ) from None
-        if response.status_code == 401 and auth and self.credential != presented:
-            # renewed while this request was in flight: the controller revoked the one sent
-            return await self._request(
-                method,
-                path,
-                json=json,
-                params=params,
-                headers=headers,
-                auth=auth,
-                timeout_s=timeout_s,
-                allow=allow,
-            )
-        if response.status_code in allow or 200 <= response.status_code < 300:
-            return response
-        _raise_for(response, method, path)
+        failures = []
+        for _ in self.urls:  # each address once, from the one in use
+            url = self.base_url
+            try:
+                response = await self._http.request(
+                    method,
+                    url + path,
+                    json=json,
+                    params=params,
+                    headers=sent,
+                    timeout=httpx.Timeout(timeout_s) if timeout_s is not None else None,
+                )
+            except httpx.TransportError as exc:
+                failures.append(f"{method} {url}{path}: {_describe(exc)}")
+                self._fail_over(url, _describe(exc))
+                continue
+            if response.status_code in allow or 200 <= response.status_code < 300:
+                return response
+            if response.status_code == 401 and auth and self.credential != presented:
+                # renewed while this request was in flight: the controller revoked the one
+                # sent; send it again with the new one
+                return await self._request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    auth=auth,
+                    timeout_s=timeout_s,
+                    allow=allow,
+                )
+            if response.status_code >= 500 and len(self.urls) > 1:
+                failures.append(f"{method} {url}{path}: {response.status_code}")
+                self._fail_over(url, f"answered {response.status_code}")
+                if len(failures) < len(self.urls):
+                    continue
+            _raise_for(response, method, path)
+        raise ControllerUnreachableError("; ".join(failures))
 
 
 def _json(message: Any) -> Any:

@@ -1,6 +1,7 @@
 """AgentSettings: every option of the node agent, validated (``edgetier agent``'s flags).
 
 settings = AgentSettings(controller="http://127.0.0.1:8080", name="edge-1", token=T)
+settings.controller_urls  # ["http://127.0.0.1:8080"]; "http://a:8080,http://b:8080": both
 settings.store_dir        # var/agent/edge-1
 settings.http_port        # port_base; grpc_port, metrics_port follow it
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -26,12 +27,19 @@ PORTS_PER_SLOT = 10
 metrics), slot k >= 1 the k-th pipeline (its Prometheus and OPC UA sinks)."""
 
 
+ControllerUrl = Annotated[str, Field(pattern=r"^https?://[^\s/,]+(/[^\s,]*)?$")]
+
+
 class AgentSettings(ConfigModel):
     """Options of :class:`edgetier.agent.Agent`; the defaults suit one agent per node."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    controller: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="its base URL")
+    controller: list[ControllerUrl] = Field(
+        min_length=1,
+        description="its base URL, or its replicas' (a list, or comma-separated): the agent "
+        "fails over from one to the next",
+    )
     name: str = Field(description="the node's name (a DNS label, as every resource's)")
     token: str | None = Field(
         default=None, description="one-time enrolment token; needed until the agent enrols"
@@ -83,6 +91,19 @@ class AgentSettings(ConfigModel):
         default=None, description="command that runs `edgetier`; None: the one of this Python"
     )
 
+    @field_validator("controller", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value  # pydantic reports the type
+        split = [
+            part.strip()
+            for item in items
+            for part in (item.split(",") if isinstance(item, str) else [item])
+        ]
+        return [part for part in split if part != ""]
+
     @field_validator("name")
     @classmethod
     def _resource_name(cls, value: str) -> str:
@@ -113,8 +134,14 @@ class AgentSettings(ConfigModel):
         return store.resolve()
 
     @property
+    def controller_urls(self) -> list[str]:
+        """Every address of the controller, in the order given."""
+        return [url.rstrip("/") for url in self.controller]
+
+    @property
     def controller_url(self) -> str:
-        return self.controller.rstrip("/")
+        """The first address (what the store records)."""
+        return self.controller_urls[0]
 
     @property
     def http_port(self) -> int:

@@ -12,8 +12,11 @@ from edgetier.cli._serve import _from_command_line
 
 def agent(
     ctx: typer.Context,
-    controller: str | None = typer.Option(
-        None, "--controller", help="The controller's URL, e.g. http://127.0.0.1:8080 (required)."
+    controller: list[str] | None = typer.Option(
+        None,
+        "--controller",
+        help="The controller's URL, e.g. http://127.0.0.1:8080 (required); its replicas' "
+        "URLs: repeat the option or separate them with commas (the agent fails over).",
     ),
     name: str | None = typer.Option(
         None, "--name", help="The node's name, a DNS label (required)."

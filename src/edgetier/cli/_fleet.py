@@ -103,7 +103,10 @@ def controller(
         15.0, "--node-timeout-s", min=0.1, help="A node without heartbeat this long: Offline."
     ),
     database_url: str | None = typer.Option(
-        None, "--database-url", help="SQLAlchemy URL [default: SQLite in the data dir]."
+        None,
+        "--database-url",
+        help="SQLAlchemy URL [default: SQLite in the data dir]; postgresql://USER:PASSWORD@"
+        "HOST/DB for several replicas on one database (docs/fleet.md).",
     ),
     raw_retention_s: float = typer.Option(
         3600.0, "--raw-retention-s", min=0, help="Keep raw telemetry samples this long."

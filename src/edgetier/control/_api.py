@@ -319,7 +319,14 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+        """Alive; ``role``: this replica leads the background passes (``leader``) or
+        serves the API only (``follower``); ``replica``: its id."""
+        return {
+            "status": "ok",
+            "version": __version__,
+            "role": service.leadership.role,
+            "replica": service.replica,
+        }
 
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=app.routes)
     return app

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from edgetier.control._api import create_app
 from edgetier.control._notify import DesiredNotifier
@@ -147,8 +148,15 @@ class Controller:
                 f"  API docs:        {url}/docs   (schema: {url}/openapi.json)",
                 f"  metrics:         {url}/metrics",
                 f"  events:          {url}/v1/events",
-                f"  database:        {self.settings.url}",
+                f"  database:        {_shown(self.settings.url)}",
+                f"  replica:         {self.service.replica} (leads the background passes: "
+                f"{'always' if self.service.db.is_sqlite else 'when it holds the lock'})",
                 f"  operator token:  {self.operator_token_file}",
                 f"  node timeout:    {self.settings.node_timeout_s:g} s",
             ]
         )
+
+
+def _shown(url: str) -> str:
+    """A database URL without its password."""
+    return make_url(url).render_as_string(hide_password=True)

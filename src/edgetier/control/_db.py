@@ -4,7 +4,8 @@ Everything the controller knows lives here; the process itself is stateless, so 
 killed and restarted at any point. The schema uses portable types only (strings,
 integers, floats, booleans, JSON, timestamps stored as UTC) and no dialect's own SQL, so
 the same Alembic migrations serve SQLite (the default, one file under the data dir) and
-PostgreSQL::
+PostgreSQL (psycopg 3; ``postgresql://`` URLs get that driver), where several controller
+replicas share one database::
 
     db = Database("sqlite:///var/controller/controller.db")
     db.migrate()                       # alembic upgrade head
@@ -15,6 +16,7 @@ PostgreSQL::
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -37,8 +39,10 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
+    select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 __all__ = [
@@ -53,6 +57,9 @@ __all__ = [
     "SequenceRow",
     "TelemetryRow",
     "TokenRow",
+    "advisory_key",
+    "driver_url",
+    "libpq_conninfo",
     "utcnow",
 ]
 
@@ -60,6 +67,21 @@ MIGRATIONS = Path(__file__).with_name("_migrations")
 
 # an autoincrementing 64-bit key; SQLite autoincrements only an INTEGER PRIMARY KEY
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def advisory_key(name: str) -> int:
+    """A PostgreSQL advisory lock key (a signed 64-bit integer) for ``name``: the same in
+    every replica, set apart from other applications' keys by the ``edgetier:`` prefix."""
+    return zlib.crc32(f"edgetier:{name}".encode()) | (0x45540000 << 32)
+
+
+WRITE_LOCK = advisory_key("write")
+"""Held (per transaction) by every change that reconciles, so that on PostgreSQL two
+replicas' reconcile passes never interleave: they run one after the other, each seeing
+what the previous one committed."""
+
+START_LOCK = advisory_key("start")
+"""Held while a replica migrates the schema and checks the operator token."""
 
 
 def utcnow() -> datetime:
@@ -232,16 +254,24 @@ class Database:
 
     ``write()`` is the one way to change data. On SQLite it also holds an in-process lock,
     so that two request threads never race for SQLite's single writer (which would end in
-    "database is locked"); on a server database the lock is not taken and the database's
-    own transactions order the writers.
+    "database is locked"); on PostgreSQL the lock is not taken and the database's own
+    transactions order the writers, except that ``write(serial=True)`` (every change that
+    reconciles) first takes a transaction-level advisory lock shared by all replicas.
     """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
+        url = driver_url(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.is_postgresql = url.startswith("postgresql")
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            # a replica outlives its database's restarts: a dead pooled connection is
+            # replaced before use instead of failing the request
+            kwargs["pool_pre_ping"] = True
+            kwargs["pool_size"], kwargs["max_overflow"] = 10, 20
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -261,6 +291,8 @@ class Database:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self._write_lock, self.engine.begin() as connection:
+            if self.is_postgresql:  # replicas started together migrate one after another
+                connection.execute(select(func.pg_advisory_xact_lock(START_LOCK)))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -270,17 +302,35 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A session committed on leaving (rolled back on an exception)."""
+    def write(self, *, serial: bool = False) -> Iterator[Session]:
+        """A session committed on leaving (rolled back on an exception). ``serial``: on
+        PostgreSQL, wait for every other serial transaction of any replica to end first."""
         with (
             self._write_lock if self.is_sqlite else nullcontext(),
             self._sessions() as session,
             session.begin(),
         ):
+            if serial and self.is_postgresql:
+                session.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK)))
             yield session
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def driver_url(url: str) -> str:
+    """``url`` with its driver named: ``postgresql://`` means psycopg 3 here (SQLAlchemy's
+    own default would be psycopg2, which EdgeTier does not install)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+def libpq_conninfo(url: str) -> str:
+    """The libpq connection string of a PostgreSQL SQLAlchemy URL (for psycopg itself)."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,4 +1,8 @@
-"""The controller's reconcile loop: when the background passes run.
+"""The controller's reconcile loop: when the background passes run, and where.
+
+Every replica runs the loop, but only the leader (:mod:`edgetier.control._leader`) runs
+its passes; a follower only checks, on every tick, whether it can take the lead. A
+replica that becomes leader starts with a full resync.
 
 Operations that cannot reconcile in their own transaction (a heartbeat that reports a
 node throttled, back or cooled down) add the deployments they touch to :class:`Pending`,
@@ -60,18 +64,21 @@ async def run_loop(service: ControlService, stop: asyncio.Event) -> None:
     tick_s = max(0.05, min(1.0, settings.node_timeout_s / 4))
     next_resync = next_compact = loop.time()
     backoff_s = tick_s
+    leading = False
     while not stop.is_set():
         try:
             now = loop.time()
-            names = service.pending.take()
-            if now >= next_resync:
-                names, next_resync = None, now + settings.resync_s
-            await asyncio.to_thread(service.check_timeouts)
-            if names is None or names:
-                await asyncio.to_thread(service.reconcile, names)
-            if now >= next_compact:
-                await asyncio.to_thread(service.compact_telemetry)
-                next_compact = now + settings.compact_interval_s
+            was_leading, leading = leading, await asyncio.to_thread(service.leadership.poll)
+            names = service.pending.take()  # a follower drops them: the leader has them
+            if leading:
+                if now >= next_resync or not was_leading:
+                    names, next_resync = None, now + settings.resync_s
+                await asyncio.to_thread(service.check_timeouts)
+                if names is None or names:
+                    await asyncio.to_thread(service.reconcile, names)
+                if now >= next_compact:
+                    await asyncio.to_thread(service.compact_telemetry)
+                    next_compact = now + settings.compact_interval_s
             backoff_s = tick_s
         except Exception:
             log.exception("reconcile pass failed; retrying in %.1f s", backoff_s)

@@ -62,6 +62,11 @@ class _FleetCollector(Collector):
             "Desired-state long polls parked now",
             value=self.service.notifier.waiting,
         )
+        yield GaugeMetricFamily(
+            "edgetier_controller_leader",
+            "1 while this replica runs the background passes (always on SQLite)",
+            value=1 if self.service.is_leader else 0,
+        )
 
 
 class ControllerMetrics:

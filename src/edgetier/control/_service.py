@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,10 +53,12 @@ from edgetier.control._events import (
     ingest,
     list_events,
 )
+from edgetier.control._leader import Leadership
 from edgetier.control._loop import Pending
 from edgetier.control._metrics import ControllerMetrics
 from edgetier.control._modelfacts import onnx_facts, parse_config, platform_of, throughput
 from edgetier.control._notify import DesiredNotifier
+from edgetier.control._pgnotify import PgNotices
 from edgetier.control._protocol import (
     Assignment,
     DesiredState,
@@ -146,6 +150,15 @@ class ControlService:
         self.notifier = DesiredNotifier()
         self.metrics = ControllerMetrics(self)
         self.pending = Pending()
+        # replicas on one PostgreSQL: who leads the background passes, and the notices
+        # that carry changes between replicas (None on SQLite: one replica)
+        self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.leadership = Leadership(self.db, self.replica)
+        self.pg_notices: PgNotices | None = None
+        if self.db.is_postgresql:
+            self.pg_notices = PgNotices(
+                self.db, self.replica, on_desired=self.notifier.publish, on_pending=self._asked
+            )
         self.operator_token: str | None = None
         # a controller that was down heard no heartbeat meanwhile: nodes get one full
         # timeout after its start before they count as lost (as Kubernetes' grace period)
@@ -156,17 +169,40 @@ class ControlService:
         """A write transaction; the nodes its reconcile passes changed are woken after
         it commits (not when it fails)."""
         now = now or self.clock()
-        with self.db.write() as session:
+        with self.db.write(serial=True) as session:
             change = _Change(session, now, self.policy)
             yield change
+            if self.pg_notices is not None and change.changed:  # other replicas, at commit
+                self.pg_notices.send_desired(session, change.changed)
         self.notifier.publish(change.changed)
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this replica runs the background passes (always on SQLite)."""
+        return self.leadership.is_leader
+
+    def _want_reconcile(self, names: Iterable[str] | None) -> None:
+        """Hand deployments to the loop that runs the passes: this replica's when it
+        leads, else the leader's (through a notice)."""
+        names = None if names is None else list(names)
+        self.pending.add(names)
+        if self.pg_notices is not None and not self.is_leader:
+            self.pg_notices.send_pending(names)
+
+    def _asked(self, names: set[str] | None) -> None:
+        """Another replica asked for a reconcile pass: the leader's loop takes it."""
+        if self.is_leader:
+            self.pending.add(names)
 
     # -- start ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Migrate the schema; make sure ``<data dir>/operator-token`` holds a valid
-        operator token (created on the first start, or when the file was removed)."""
+        operator token (created on the first start, or when the file was removed); on
+        PostgreSQL, listen for the other replicas' notices."""
         self.db.migrate()
+        if self.pg_notices is not None:
+            self.pg_notices.start()
         path = self.settings.data_dir / OPERATOR_TOKEN_FILE
         now = self.clock()
         if path.is_file():
@@ -193,6 +229,9 @@ class ControlService:
         self.operator_token = text
 
     def close(self) -> None:
+        if self.pg_notices is not None:
+            self.pg_notices.stop()
+        self.leadership.release()
         self.db.close()
 
     # -- access --------------------------------------------------------------------
@@ -350,10 +389,10 @@ class ControlService:
             )
         if throttled and not was_throttled:
             with self.db.read() as session:
-                self.pending.add(placements_by_node(session).get(node, []))
+                self._want_reconcile(placements_by_node(session).get(node, []))
         elif was_offline or (was_throttled and not throttled):
             with self.db.read() as session:
-                self.pending.add(unsatisfied(session))
+                self._want_reconcile(unsatisfied(session))
         return reply
 
     def desired_generation(self, node: str) -> int:

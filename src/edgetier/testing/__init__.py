@@ -1,8 +1,9 @@
-"""Test helpers: free ports, services started for a test, a live server, small models.
+"""Test helpers: free ports, services started for a test (a Mosquitto broker, an RTSP
+relay, a PostgreSQL cluster), a live server, small models.
 
 Tests and benchmarks take their ports, brokers and servers from here, and a suite gets
-the pytest fixtures (``mosquitto``, ``rtsp_relay``, ``demo_repo``, ``server``,
-``model_dir``) with ``pytest_plugins = ["edgetier.testing.fixtures"]``::
+the pytest fixtures (``mosquitto``, ``rtsp_relay``, ``postgres``, ``postgres_url``,
+``demo_repo``, ``server``, ``model_dir``) with ``pytest_plugins = ["edgetier.testing.fixtures"]``::
 
     with Mosquitto() as broker, running_server(demo_repository(tmp / "repo")) as server:
         ...
@@ -19,6 +20,7 @@ from edgetier._lazy import lazy_names
 if TYPE_CHECKING:
     from edgetier.testing._models import make_random_classifier, make_random_detector
     from edgetier.testing._ports import free_port, free_tcp_block, free_udp_range, wait_for_port
+    from edgetier.testing._postgres import PostgresCluster, postgres_bin_dir
     from edgetier.testing._server import (
         DEMO,
         RunningServer,
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEMO",
     "Mosquitto",
+    "PostgresCluster",
     "RtspRelay",
     "RunningServer",
     "ServerProcess",
@@ -46,6 +49,7 @@ __all__ = [
     "make_random_classifier",
     "make_random_detector",
     "make_tflite_mlp",
+    "postgres_bin_dir",
     "read_http_response",
     "running_server",
     "tflite_mlp_reference",
@@ -58,6 +62,8 @@ _WHERE = {
     "free_udp_range": "_ports",
     "wait_for_port": "_ports",
     "Mosquitto": "_services",
+    "PostgresCluster": "_postgres",
+    "postgres_bin_dir": "_postgres",
     "RtspRelay": "_services",
     "ServiceProcess": "_services",
     "DEMO": "_server",

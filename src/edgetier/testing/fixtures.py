@@ -4,16 +4,21 @@ pytest_plugins = ["edgetier.testing.fixtures"]
 
 def test_publish(mosquitto):            # a broker on a free port, stopped afterwards
     publish_to(f"127.0.0.1:{mosquitto.port}")
+
+def test_store(postgres_url):           # an empty database of a cluster shared by the session
+    Database(postgres_url).migrate()
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edgetier.testing._models import make_random_classifier, make_random_detector
+from edgetier.testing._postgres import PostgresCluster, postgres_bin_dir
 from edgetier.testing._server import RunningServer, demo_repository, running_server
 from edgetier.testing._services import Mosquitto, RtspRelay
 
@@ -23,6 +28,37 @@ def mosquitto() -> Iterator[Mosquitto]:
     """A Mosquitto broker on a free port of 127.0.0.1."""
     with Mosquitto() as broker:
         yield broker
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of the test session (skips where PostgreSQL is not installed:
+    ``make system-deps`` installs it)."""
+    if postgres_bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (make system-deps installs it)")
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster) -> Iterator[str]:
+    """The SQLAlchemy URL of a new, empty database of :func:`postgres`, dropped after."""
+    name = f"test_{next(_databases)}"
+    url = postgres.create_database(name)
+    yield url
+    postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Runs a controller's test twice: None (the controller's default, SQLite in its data
+    dir), then the URL of a fresh PostgreSQL database (:func:`postgres_url`)."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture

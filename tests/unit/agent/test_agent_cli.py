@@ -55,3 +55,15 @@ def test_a_refused_credential_exits_4_saying_how_to_enrol_again(tmp_path: Path) 
     code, out = _run("--controller", URL, "--name", "e", "--store", str(tmp_path / "s"))
     assert code == EXIT_CREDENTIAL == 4
     assert "credential was refused by the controller" in out and "--token NEW" in out
+
+
+def test_several_controller_addresses_repeated_or_comma_separated() -> None:
+    from edgetier.agent import AgentSettings
+
+    one = AgentSettings(controller="http://a:1, http://b:2/", name="e")
+    assert one.controller_urls == ["http://a:1", "http://b:2"]
+    assert one.controller_url == "http://a:1"
+    listed = AgentSettings(controller=["http://a:1", "http://b:2,http://c:3"], name="e")
+    assert listed.controller_urls == ["http://a:1", "http://b:2", "http://c:3"]
+    code, out = _run("--controller", URL, "--controller", "ftp://b", "--name", "e")
+    assert code == 2 and "--controller[1]" in out and "'ftp://b'" in out

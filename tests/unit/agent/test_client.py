@@ -103,3 +103,59 @@ async def test_other_refusals_carry_the_status_and_the_controllers_error() -> No
             await client.records("edge-2", BATCH)
     assert caught.value.status == 403
     assert not isinstance(caught.value, ControllerUnreachableError | CredentialRejectedError)
+
+
+async def test_a_call_fails_over_to_the_next_replica_and_stays_there() -> None:
+    """Replica a refuses connections; b answers: the call succeeds on b, and the next call
+    goes straight to b. A 5xx moves on the same way; with every replica down the error
+    names each."""
+    from edgetier.control import Heartbeat
+
+    calls: list[str] = []
+    down = {"a"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.host)
+        if request.url.host in down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.host == "c":
+            return httpx.Response(503, json={"error": "database unavailable"})
+        return httpx.Response(200, json={"desired_generation": 7, "heartbeat_interval_s": 1})
+
+    transport = httpx.MockTransport(handler)
+    urls = ["http://a:8080", "http://b:8080/"]
+    async with ControllerClient(urls, credential="cred", transport=transport) as client:
+        reply = await client.heartbeat("edge-1", Heartbeat())
+        assert reply.desired_generation == 7 and calls == ["a", "b"]
+        assert client.base_url == "http://b:8080"
+        await client.heartbeat("edge-1", Heartbeat())
+        assert calls == ["a", "b", "b"]  # it stays with the replica that answered
+        down.add("b")
+        with pytest.raises(ControllerUnreachableError) as caught:
+            await client.heartbeat("edge-1", Heartbeat())
+        assert "http://a:8080" in caught.value.message and "http://b:8080" in caught.value.message
+    calls.clear()
+    async with ControllerClient(
+        ["http://c:1", "http://d:1"], credential="cred", transport=transport
+    ) as client:
+        await client.heartbeat("edge-1", Heartbeat())
+        assert calls == ["c", "d"] and client.base_url == "http://d:1"
+
+
+async def test_a_download_that_finds_its_replica_gone_is_tried_on_the_next(
+    tmp_path: Path,
+) -> None:
+    data = b"weights"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a":
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, content=data)
+
+    transport = httpx.MockTransport(handler)
+    async with ControllerClient(["http://a", "http://b"], transport=transport) as client:
+        with pytest.raises(ControllerUnreachableError, match="http://a"):
+            await client.download(digest, tmp_path / "x", timeout_s=5)
+        # the agent's retry goes to the next replica
+        assert await client.download(digest, tmp_path / "x", timeout_s=5) == len(data)

@@ -1,6 +1,9 @@
 """Fixtures of the controller's unit tests: a service on a temporary data dir with a
 clock the test moves, its API over httpx's ASGI transport (no server, no thread), and a
-small placement policy so that these tests do not depend on the default policy's figures."""
+small placement policy so that these tests do not depend on the default policy's figures.
+
+Every test of a service runs twice: on SQLite and on PostgreSQL (a database of its own in
+the session's cluster; ``database_url`` of ``edgetier.testing.fixtures``)."""
 
 from __future__ import annotations
 
@@ -106,8 +109,10 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def service(tmp_path: Path, clock: Clock) -> Iterator[ControlService]:
-    settings = ControllerSettings(data_dir=tmp_path / "controller", node_timeout_s=15)
+def service(tmp_path: Path, clock: Clock, database_url: str | None) -> Iterator[ControlService]:
+    settings = ControllerSettings(
+        data_dir=tmp_path / "controller", node_timeout_s=15, database_url=database_url
+    )
     svc = ControlService(settings, clock=clock, policy=SpreadPolicy())
     svc.start()
     yield svc

@@ -133,7 +133,12 @@ def test_operator_token_file_is_private_and_kept_across_restarts(
     assert again.operator_token == service.operator_token
     again.close()
     path.unlink()  # a removed file: a new token is written, the old one stays valid
-    third = ControlService(ControllerSettings(data_dir=service.settings.data_dir), clock=clock)
+    third = ControlService(
+        ControllerSettings(
+            data_dir=service.settings.data_dir, database_url=service.settings.database_url
+        ),
+        clock=clock,
+    )
     third.start()
     assert third.operator_token != service.operator_token
     third.principal(f"Bearer {service.operator_token}").require_operator()

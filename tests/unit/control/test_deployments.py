@@ -302,7 +302,11 @@ async def test_a_restarted_controller_gives_nodes_a_timeout_before_they_count_as
     await api.apply("m", {"model": {"name": "detector"}})
     assert await _placed(api, "m") == ["edge-1"]
     clock.advance(60)  # the controller was down for a minute
-    settings = ControllerSettings(data_dir=tmp_path / "controller", node_timeout_s=15)
+    settings = ControllerSettings(
+        data_dir=tmp_path / "controller",
+        node_timeout_s=15,
+        database_url=api.service.settings.database_url,
+    )
     restarted = ControlService(settings, clock=clock, policy=api.service.policy)
     restarted.start()
     try:
@@ -318,7 +322,7 @@ async def test_a_restarted_controller_gives_nodes_a_timeout_before_they_count_as
 
 
 async def test_the_scheduler_sees_what_other_deployments_take_of_a_node(
-    tmp_path: Path, clock: Clock
+    tmp_path: Path, clock: Clock, database_url: str | None
 ) -> None:
     """``node.status.load``: each other deployment's share and streams on the node (its
     own never), so that capacity already given is not given twice."""
@@ -358,7 +362,9 @@ async def test_the_scheduler_sees_what_other_deployments_take_of_a_node(
             return binding
 
     policy = Recording()
-    settings = ControllerSettings(data_dir=tmp_path / "controller", node_timeout_s=15)
+    settings = ControllerSettings(
+        data_dir=tmp_path / "controller", node_timeout_s=15, database_url=database_url
+    )
     service = ControlService(settings, clock=clock, policy=policy)
     service.start()
     try:
