@@ -39,11 +39,12 @@ from edgetier.agent._files import (
     read_text,
     write_atomic,
 )
+from edgetier.agent._health import parse_server_metrics
 from edgetier.agent._render import model_config_text, model_filename, render_pipeline
 from edgetier.agent._server_api import ServerApi, is_loaded
 from edgetier.agent._settings import AgentSettings, edgetier_command
 from edgetier.agent._store import AgentStore, Artifact
-from edgetier.agent._workloads import Recorder, WorkloadStatus, node_ready
+from edgetier.agent._workloads import Recorder, WorkloadStatus, node_degraded, node_ready
 from edgetier.control import (
     Assignment,
     Condition,
@@ -154,6 +155,7 @@ class Reconciler:
         self._next_s: float | None = None
         self._index: dict[str, dict[str, str]] | None = None
         self._api = ServerApi(settings.http_port, timeout_s=settings.request_timeout_s)
+        self._metrics = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.metrics_port}")
         self._closed = False
         host = settings.host if settings.host not in ("0.0.0.0", "::") else socket.gethostname()
         self.advertised_host = host
@@ -195,6 +197,30 @@ class Reconciler:
     def conditions(self) -> list[Condition]:
         return [node_ready(self.workloads.values())]
 
+    def degraded(self) -> Condition | None:
+        """Degraded True naming the first degraded workload; None when none is."""
+        return node_degraded(self.workloads.values())
+
+    async def sample_health(self) -> None:
+        """Read the served models' figures from the server's metrics and judge each
+        running model workload by its limits (pipelines report no figures yet)."""
+        if not self._server_live or self.server is None or not self.server.running:
+            return
+        try:
+            response = await self._metrics.get("/metrics", timeout=2.0)
+            response.raise_for_status()
+            figures = parse_server_metrics(response.text)
+        except (httpx.HTTPError, ValueError) as exc:
+            log.debug("server metrics not read: %s", exc)
+            return
+        for status in self.workloads.values():
+            model = status.assignment.model
+            if status.assignment.kind != "model" or model is None or status.phase != "Running":
+                continue
+            health = figures.get((model.model, str(model.version)))
+            if health is not None:
+                status.judge(health)
+
     async def verify_artifacts(self) -> list[str]:
         """Hash the files of the artifact index again (after a crash or a reboot a file
         may be torn or gone); the broken ones are forgotten, so they are fetched again."""
@@ -233,6 +259,7 @@ class Reconciler:
             await self._stop_child(self.server, SERVER)
             self.server = None
         await self._api.aclose()
+        await self._metrics.aclose()
         self._closed = True
 
     # -- bookkeeping ---------------------------------------------------------------------
