@@ -1,0 +1,167 @@
+"""Rollouts with three real agents (issue 15, acceptance 1): a controller and three
+`edgetier agent` processes serve version 1 of a model; version 2 goes out in three batches
+of one node, each held for its soak time, until every node serves it; version 3 cannot be
+loaded (its graph names an operator no runtime has), so the node of its first batch
+reports it Degraded, the controller stops the rollout there and rolls it back, and every
+node ends on version 2 without the other two ever having been told of version 3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import onnx
+import pytest
+from onnx import helper
+from test_fleet_end_to_end import NODES, Fleet, _eventually
+from typer.testing import CliRunner
+
+from edgetier.cli._app import app
+from edgetier.synthetic import build_demo_repository
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _deployment(version: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "edgetier/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "simple"},
+        "spec": {
+            "model": {"name": "simple", "version": version},
+            "selector": {"tiers": ["edge", "terminal"]},
+            "replicas": 3,
+            "rollout": {"batches": 3, "soak_s": 1.0, "progress_deadline_s": 120},
+        },
+    }
+
+
+def _apply(fleet: Fleet, body: dict[str, Any]) -> None:
+    answer = httpx.put(
+        f"{fleet.url}/v1/deployments/simple", json=body, headers=fleet.operator, timeout=30
+    )
+    assert answer.status_code in (200, 201), answer.text
+
+
+def _push(fleet: Fleet, model: Path, config: Path) -> int:
+    answer = httpx.post(
+        f"{fleet.url}/v1/models/simple/versions",
+        files={"file": ("model.onnx", model.read_bytes()), "config": config.read_bytes()},
+        headers=fleet.operator,
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    return int(answer.json()["version"])
+
+
+def _variant(source: Path, target: Path, *, broken: bool) -> Path:
+    """The same graph with another doc string (a new digest); ``broken``: its first node
+    an operator of a domain no runtime registers, so that loading it fails."""
+    proto = onnx.load(str(source))
+    proto.doc_string = f"variant broken={broken}"
+    if broken:
+        proto.graph.node[0].op_type = "NoSuchOp"
+        proto.graph.node[0].domain = "com.example.missing"
+        proto.opset_import.append(helper.make_opsetid("com.example.missing", 1))
+    onnx.save(proto, str(target))
+    return target
+
+
+def _ready_versions(fleet: Fleet, node: str) -> set[str]:
+    index = httpx.post(
+        f"http://127.0.0.1:{fleet.bases[node]}/v2/repository/index", json={}, timeout=5
+    ).json()
+    return {r["version"] for r in index if r["name"] == "simple" and r.get("state") == "READY"}
+
+
+def _all_on(fleet: Fleet, version: str) -> bool:
+    return all(_ready_versions(fleet, node) == {version} for node in NODES)
+
+
+def _rollout(runner: CliRunner, env: dict[str, str]) -> dict[str, Any]:
+    shown = runner.invoke(app, ["rollout", "status", "simple", "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    return dict(json.loads(shown.output))
+
+
+def _ready(fleet: Fleet) -> bool:
+    conditions = fleet.get("/v1/deployments/simple")["status"]["conditions"]
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def test_a_good_version_rolls_through_and_a_bad_one_is_rolled_back(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    build_demo_repository(repo, models=["simple"])
+    config = repo / "simple" / "config.yaml"
+    v1 = repo / "simple" / "1" / "model.onnx"
+    fleet = Fleet(tmp_path)
+    try:
+        fleet.start_controller()
+        for name in NODES:
+            fleet.start_agent(name)
+        _eventually(lambda: len(fleet.get("/v1/nodes")) == 3, "three nodes enrolled")
+        env = {"EDGETIER_CONTROLLER": fleet.url, "EDGETIER_TOKEN": fleet.token(), "COLUMNS": "200"}
+        runner = CliRunner()
+        assert _push(fleet, v1, config) == 1
+        assert _push(fleet, _variant(v1, tmp_path / "v2.onnx", broken=False), config) == 2
+        assert _push(fleet, _variant(v1, tmp_path / "v3.onnx", broken=True), config) == 3
+
+        _apply(fleet, _deployment(1))
+        _eventually(lambda: _all_on(fleet, "1"), "every node serving version 1", 120)
+        empty = runner.invoke(app, ["rollout", "status"], env=env)
+        assert empty.exit_code == 0 and "no rollouts" in empty.output
+
+        # a good version: three batches of one node, each soaked, then Succeeded
+        _apply(fleet, _deployment(2))
+        first = _rollout(runner, env)
+        assert first["state"] == "Progressing" and first["batches"] == 3
+        assert first["nodes_updated"] == 1 and first["nodes_total"] == 3
+        done = _eventually(
+            lambda: (r := _rollout(runner, env))["state"] != "Progressing" and r,
+            "the rollout of version 2 to finish",
+            180,
+        )
+        assert done["state"] == "Succeeded", done
+        assert (done["batch"], done["nodes_updated"]) == (3, 3)
+        batches = fleet.get("/v1/events?source=controller&kind=RolloutBatchStarted")
+        assert [e["data"]["batch"] for e in batches] == [2, 3]
+        _eventually(lambda: _all_on(fleet, "2"), "every node serving version 2", 60)
+        assert all(fleet.serves(node) for node in NODES)
+        text = runner.invoke(app, ["rollout", "status"], env=env)
+        assert "Succeeded" in text.output and "3/3" in text.output
+
+        # a version that fails to load: stopped on batch 1, rolled back by the controller
+        _apply(fleet, _deployment(3))
+        bad = _rollout(runner, env)
+        [canary] = bad["updated_nodes"]
+        stopped = _eventually(
+            lambda: (r := _rollout(runner, env))["state"] != "Progressing" and r,
+            "the rollout of version 3 to stop",
+            180,
+        )
+        assert stopped["state"] == "RolledBack", stopped
+        assert stopped["reason"] == "LoadFailed" and stopped["batch"] == 1
+        assert canary in stopped["message"] and "version 3" in stopped["message"]
+        events = fleet.get("/v1/events?source=controller&kind=RolloutBatchStarted")
+        assert len(events) == 2  # none for version 3: it never left batch 1
+        told = fleet.get("/v1/events?source=controller&kind=DesiredStateChanged&limit=5000")
+        started = fleet.get("/v1/events?source=controller&kind=RolloutStarted")[-1]["id"]
+        others = {e["subject"] for e in told if e["id"] > started} - {canary}
+        assert others == set()  # only the canary's desired state moved
+        # the canary said why, as its Degraded condition, before the controller acted
+        canary_events = fleet.get(f"/v1/events?source={canary}&kind=condition&limit=5000")
+        degraded = [
+            e
+            for e in canary_events
+            if e["data"]["type"] == "Degraded" and e["data"]["status"] == "True"
+        ]
+        assert any(e["data"]["reason"] == "LoadFailed" for e in degraded)
+        # every node ends on the previous version, serving, and the deployment is Ready
+        _eventually(lambda: _all_on(fleet, "2"), "every node back on version 2", 120)
+        assert all(fleet.serves(node) for node in NODES)
+        _eventually(lambda: _ready(fleet), "the deployment Ready again", 60)
+        assert fleet.get("/v1/deployments/simple/rollout")["state"] == "RolledBack"
+    finally:
+        fleet.stop_all()
