@@ -1,13 +1,17 @@
-"""Rollouts with three real agents (issue 15, acceptance 1): a controller and three
-`edgetier agent` processes serve version 1 of a model; version 2 goes out in three batches
-of one node, each held for its soak time, until every node serves it; version 3 cannot be
-loaded (its graph names an operator no runtime has), so the node of its first batch
-reports it Degraded, the controller stops the rollout there and rolls it back, and every
-node ends on version 2 without the other two ever having been told of version 3."""
+"""Rollouts with real agents (issue 15, acceptance 1): a controller and three `edgetier
+agent` processes serve version 1 of a model; version 2 goes out in three batches of one
+node, each held for its soak time, until every node serves it; version 3 cannot be loaded
+(its graph names an operator no runtime has), so the node of its first batch reports it
+Degraded, the controller stops the rollout there and rolls it back, and every node ends on
+version 2 without the other two ever having been told of version 3. A second test sends
+requests through a rollout whose version changed its input shape: the node's own server
+counts them failed, its agent reports the error rate, and the gate rolls it back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,19 @@ def _push(fleet: Fleet, model: Path, config: Path) -> int:
     )
     assert answer.status_code == 201, answer.text
     return int(answer.json()["version"])
+
+
+def _narrow(source: Path, config: Path, folder: Path) -> tuple[Path, Path]:
+    """The model with inputs and outputs of 8 values instead of 16, and its config: a
+    version whose clients, still sending 16, all fail."""
+    proto = onnx.load(str(source))
+    proto.doc_string = "inputs of 8"
+    for value in [*proto.graph.input, *proto.graph.output]:
+        value.type.tensor_type.shape.dim[1].dim_value = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(folder / "model.onnx"))
+    (folder / "config.yaml").write_text(config.read_text().replace("[16]", "[8]"))
+    return folder / "model.onnx", folder / "config.yaml"
 
 
 def _variant(source: Path, target: Path, *, broken: bool) -> Path:
@@ -164,4 +181,66 @@ def test_a_good_version_rolls_through_and_a_bad_one_is_rolled_back(tmp_path: Pat
         _eventually(lambda: _ready(fleet), "the deployment Ready again", 60)
         assert fleet.get("/v1/deployments/simple/rollout")["state"] == "RolledBack"
     finally:
+        fleet.stop_all()
+
+
+def _traffic(fleet: Fleet, node: str, stop: threading.Event) -> None:
+    """Requests of 16 values to the node's model, as its clients send them, until stopped."""
+    body = {
+        "inputs": [
+            {"name": n, "shape": [1, 16], "datatype": "INT32", "data": list(range(16))}
+            for n in ("INPUT0", "INPUT1")
+        ]
+    }
+    url = f"http://127.0.0.1:{fleet.bases[node]}/v2/models/simple/infer"
+    with httpx.Client(timeout=5) as http:
+        while not stop.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                http.post(url, json=body)
+            stop.wait(0.02)
+
+
+def test_a_version_whose_requests_fail_is_rolled_back_on_its_error_rate(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    build_demo_repository(repo, models=["simple"])
+    config = repo / "simple" / "config.yaml"
+    v1 = repo / "simple" / "1" / "model.onnx"
+    node = "nano-1"
+    fleet = Fleet(tmp_path)
+    stop = threading.Event()
+    sender = threading.Thread(target=_traffic, args=(fleet, node, stop), daemon=True)
+    try:
+        fleet.start_controller()
+        fleet.start_agent(node)
+        _eventually(lambda: len(fleet.get("/v1/nodes")) == 1, "the node enrolled")
+        assert _push(fleet, v1, config) == 1
+        assert _push(fleet, *_narrow(v1, config, tmp_path / "v2")) == 2
+        body = _deployment(1)
+        body["spec"].update(selector={"tiers": ["terminal"]}, replicas=1)
+        body["spec"]["rollout"] = {"batches": 1, "soak_s": 600, "min_requests": 10}
+        _apply(fleet, body)
+        _eventually(lambda: _ready_versions(fleet, node) == {"1"}, "serving version 1", 120)
+        sender.start()
+        body["spec"]["model"]["version"] = 2
+        _apply(fleet, body)
+        stopped = _eventually(
+            lambda: (
+                (r := fleet.get("/v1/deployments/simple/rollout"))["state"] != "Progressing" and r
+            ),
+            "the rollout of version 2 to stop",
+            180,
+        )
+        assert (stopped["state"], stopped["reason"]) == ("RolledBack", "ErrorRate"), stopped
+        assert node in stopped["message"] and "requests failed" in stopped["message"]
+        # the figures came from the node: its agent reported the workload Degraded
+        reported = fleet.get(f"/v1/events?source={node}&kind=condition&limit=5000")
+        assert any(
+            e["data"]["type"] == "Degraded" and e["data"]["reason"] == "ErrorRate" for e in reported
+        )
+        _eventually(lambda: _ready_versions(fleet, node) == {"1"}, "back on version 1", 120)
+        _eventually(lambda: fleet.serves(node), "serving version 1 again", 60)
+    finally:
+        stop.set()
+        if sender.is_alive():
+            sender.join(10)
         fleet.stop_all()
