@@ -108,17 +108,25 @@ def _ready(fleet: Fleet) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def test_a_good_version_rolls_through_and_a_bad_one_is_rolled_back(tmp_path: Path) -> None:
+def _demo(tmp_path: Path) -> tuple[Path, Path]:
+    """The demo model `simple`: its version 1 file and its config."""
     repo = tmp_path / "models"
     build_demo_repository(repo, models=["simple"])
-    config = repo / "simple" / "config.yaml"
-    v1 = repo / "simple" / "1" / "model.onnx"
+    return repo / "simple" / "1" / "model.onnx", repo / "simple" / "config.yaml"
+
+
+def _start(fleet: Fleet, nodes: list[str]) -> None:
+    fleet.start_controller()
+    for name in nodes:
+        fleet.start_agent(name)
+    _eventually(lambda: len(fleet.get("/v1/nodes")) == len(nodes), "the nodes enrolled")
+
+
+def test_a_good_version_rolls_through_and_a_bad_one_is_rolled_back(tmp_path: Path) -> None:
+    v1, config = _demo(tmp_path)
     fleet = Fleet(tmp_path)
     try:
-        fleet.start_controller()
-        for name in NODES:
-            fleet.start_agent(name)
-        _eventually(lambda: len(fleet.get("/v1/nodes")) == 3, "three nodes enrolled")
+        _start(fleet, list(NODES))
         env = {"EDGETIER_CONTROLLER": fleet.url, "EDGETIER_TOKEN": fleet.token(), "COLUMNS": "200"}
         runner = CliRunner()
         assert _push(fleet, v1, config) == 1
@@ -201,18 +209,13 @@ def _traffic(fleet: Fleet, node: str, stop: threading.Event) -> None:
 
 
 def test_a_version_whose_requests_fail_is_rolled_back_on_its_error_rate(tmp_path: Path) -> None:
-    repo = tmp_path / "models"
-    build_demo_repository(repo, models=["simple"])
-    config = repo / "simple" / "config.yaml"
-    v1 = repo / "simple" / "1" / "model.onnx"
+    v1, config = _demo(tmp_path)
     node = "nano-1"
     fleet = Fleet(tmp_path)
     stop = threading.Event()
     sender = threading.Thread(target=_traffic, args=(fleet, node, stop), daemon=True)
     try:
-        fleet.start_controller()
-        fleet.start_agent(node)
-        _eventually(lambda: len(fleet.get("/v1/nodes")) == 1, "the node enrolled")
+        _start(fleet, [node])
         assert _push(fleet, v1, config) == 1
         assert _push(fleet, *_narrow(v1, config, tmp_path / "v2")) == 2
         body = _deployment(1)

@@ -142,6 +142,16 @@ def pin(
                 for node, a in placed
             ]
         return placed  # Succeeded
+    if (
+        rollout is not None
+        and rollout.state in PINNED_BACK
+        and rollout.from_workload.get("revision") == target["revision"]
+    ):
+        # the spec names the version the nodes went back to: the rollout is settled there,
+        # so that naming the new version again later starts a new one
+        rollout.to_workload, rollout.to_revision = target, row.generation
+        _say(rollout, f"settled: the deployment names revision {row.generation} again", now)
+        return placed
     stable = _stable(rollout, placed, nodes, row.name)
     if stable is None or stable["revision"] == target["revision"]:
         return placed  # nothing ran before, or the nodes run it already: nothing to roll out

@@ -629,8 +629,20 @@ class ControlService:
     def _deployment_view(self, session: Session, row: DeploymentRow) -> dict[str, Any]:
         names = {p["node"] for p in row.placements}
         nodes = {n.name: n for n in session.scalars(select(NodeRow).where(NodeRow.name.in_(names)))}
-        resource = deployment_resource(row, nodes, self.clock())
-        return resource.model_dump(mode="json", by_alias=True)
+        now = self.clock()
+        view = deployment_resource(row, nodes, now).model_dump(mode="json", by_alias=True)
+        rollout = session.get(RolloutRow, row.name)
+        if rollout is not None and rollout.state in ("Progressing", "Paused", "RolledBack"):
+            # a rollout on its way, or one that holds the nodes back on the previous version
+            kind, reason = (
+                ("Degraded", "RolledBack")
+                if rollout.state == "RolledBack"
+                else ("Progressing", f"Rollout{rollout.state}")
+            )
+            view["status"]["conditions"] = set_condition(
+                view["status"]["conditions"], kind, "True", reason, rollout.message, now
+            )
+        return view
 
     # -- rollouts --------------------------------------------------------------------
 

@@ -111,6 +111,9 @@ async def test_a_good_version_goes_through_every_batch_after_its_soak(
     assert (shown["nodes_updated"], shown["nodes_total"]) == (1, 3)
     [first] = shown["updated_nodes"]
     assert _versions(service)[first] == 2
+    deployment = (await api.http.get("/v1/deployments/m", headers=api.operator)).json()
+    progressing = {c["type"]: c for c in deployment["status"]["conditions"]}["Progressing"]
+    assert (progressing["status"], progressing["reason"]) == ("True", "RolloutProgressing")
     assert sorted(v for n, v in _versions(service).items() if n != first) == [1, 1]
 
     service.drive_rollouts()
@@ -176,6 +179,29 @@ async def test_a_version_that_fails_to_load_is_rolled_back_on_batch_one(
     assert _versions(service) == dict.fromkeys(NODES, 1)
     [event] = service.events(kind="RolloutRolledBack")
     assert event["data"]["reason"] == "LoadFailed" and event["data"]["back_to_revision"] == 1
+    # the deployment says it does not run what its spec names
+    deployment = (await api.http.get("/v1/deployments/m", headers=api.operator)).json()
+    degraded = {c["type"]: c for c in deployment["status"]["conditions"]}["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "RolledBack")
+
+
+async def test_after_a_rollback_naming_the_old_version_settles_and_a_retry_rolls_out(
+    api: Api, tmp_path: Path
+) -> None:
+    service = api.service
+    await _fleet(api, tmp_path)
+    await api.apply("m", _spec(2))
+    [first] = (await _rollout(api))["updated_nodes"]
+    _report(service, first, "Failed")
+    service.drive_rollouts()
+    await api.apply("m", _spec(1))  # back to what runs: nothing moves
+    assert _versions(service) == dict.fromkeys(NODES, 1)
+    assert "settled" in (await _rollout(api))["message"]
+    _report_all(service)
+    await api.apply("m", _spec(2))  # a retry of version 2: a new rollout
+    shown = await _rollout(api)
+    assert shown["state"] == "Progressing" and shown["nodes_updated"] == 1
+    assert sorted(_versions(service).values()) == [1, 1, 2]
 
 
 @pytest.mark.parametrize(
