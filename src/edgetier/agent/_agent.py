@@ -274,7 +274,10 @@ class Agent:
                 log.warning("telemetry sample failed: %s", exc)
                 summary = TelemetrySummary()
             self.record("telemetry", self.node, summary.model_dump(mode="json"))
-            await self.reconciler.sample_health()
+            try:
+                await self.reconciler.sample_health()
+            except Exception as exc:  # figures missing must not stop the heartbeat
+                log.warning("workload health not sampled: %s", exc)
             own = self._own(self.reconciler.degraded())
             heartbeat = Heartbeat(
                 telemetry=summary,

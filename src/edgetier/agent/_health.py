@@ -1,13 +1,18 @@
-"""A node's per-workload health figures, from its own inference server's metrics.
+"""A node's per-workload health figures, from its own inference server's metrics and its
+pipelines' Prometheus sinks.
 
 The server counts, per model version since it was loaded, the requests it answered
 (``nv_inference_request_success``), those that failed (``nv_inference_request_failure``)
-and how long each took (the ``edgetier_request_duration_us`` histogram). The agent reads
-them at each heartbeat and reports them with the workload, so that the controller's
-rollout gates see a new version's error rate and p99 latency on each node::
+and how long each took (the ``edgetier_request_duration_us`` histogram). A pipeline with
+a ``prometheus`` sink counts its frames, the frames it dropped and each frame's latency
+from capture to sink (``edgetier_pipeline_frames``, ``edgetier_pipeline_dropped_frames``,
+``edgetier_pipeline_latency_seconds``); there a dropped frame is the failed request. The
+agent reads them at each heartbeat and reports them with the workload, so that the
+controller's rollout gates see a new version's error rate and p99 latency on each node::
 
     figures = parse_server_metrics(text)
     figures[("detector", "2")]        # WorkloadHealth(requests=120, errors=1, latency_p99_ms=8.4)
+    parse_pipeline_metrics(text)      # WorkloadHealth(requests=900, errors=0, latency_p99_ms=41)
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgetier.control import WorkloadHealth
 
-__all__ = ["parse_server_metrics", "quantile"]
+__all__ = ["parse_pipeline_metrics", "parse_server_metrics", "quantile"]
 
 _SUCCESS = "nv_inference_request_success"
 _FAILURE = "nv_inference_request_failure"
 _DURATION = "edgetier_request_duration_us"
+_FRAMES = "edgetier_pipeline_frames"
+_DROPPED = "edgetier_pipeline_dropped_frames"
+_LATENCY = "edgetier_pipeline_latency_seconds"
 
 
 def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
@@ -70,3 +78,28 @@ def parse_server_metrics(text: str) -> dict[tuple[str, str], WorkloadHealth]:
             latency_p99_ms=None if p99_us is None else p99_us / 1000.0,
         )
     return figures
+
+
+def parse_pipeline_metrics(text: str) -> WorkloadHealth | None:
+    """One pipeline's figures from its Prometheus sink, summed over its streams: frames
+    through it and dropped (requests, errors) and the p99 of their latency; None when it
+    has counted no frame yet."""
+    frames = dropped = 0.0
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in (_FRAMES, _FRAMES + "_total"):
+                frames += sample.value
+            elif sample.name in (_DROPPED, _DROPPED + "_total"):
+                dropped += sample.value
+            elif sample.name == _LATENCY + "_bucket":
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    if frames + dropped <= 0:
+        return None
+    p99_s = quantile(0.99, list(buckets.items()))
+    return WorkloadHealth(
+        requests=int(frames + dropped),
+        errors=int(dropped),
+        latency_p99_ms=None if p99_s is None else p99_s * 1000.0,
+    )

@@ -4,6 +4,7 @@ into the workload's and the node's Degraded condition."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -109,3 +110,37 @@ def test_a_load_failure_is_degraded_load_failed_and_figures_do_not_clear_it() ->
     unreachable = _status(None)
     unreachable.degrade("ControllerUnreachable", "download: connection refused")
     assert node_degraded([unreachable]) is None  # says nothing of the version
+
+
+async def test_a_pipelines_prometheus_sink_gives_frames_drops_and_p99() -> None:
+    import time
+
+    import httpx
+
+    from edgetier.agent._health import parse_pipeline_metrics
+    from edgetier.pipeline.sinks import PrometheusSink, SinkContext
+    from edgetier.pipeline.sinks._prometheus import Prometheus
+
+    streams = {"cam-0": SimpleNamespace(fps=10.0, frames_out=95, dropped=5)}
+    ctx = SinkContext(
+        node="edge-1",
+        pipeline="traffic",
+        stream_ids=["cam-0"],
+        state_dir=Path("."),
+        base_dir=Path("."),
+        stats=lambda: streams,
+    )
+    sink = Prometheus(PrometheusSink(kind="prometheus", port=0), ctx)
+    await sink.start()
+    try:
+        for delay_s in [0.03] * 99 + [0.4]:
+            meta = SimpleNamespace(stream_id="cam-0", capture_ts_s=time.time() - delay_s)
+            await sink.frame(SimpleNamespace(meta=meta))  # type: ignore[arg-type]
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{sink.port}/metrics")).text
+    finally:
+        await sink.stop()
+    health = parse_pipeline_metrics(text)
+    assert health is not None and (health.requests, health.errors) == (100, 5)
+    assert health.latency_p99_ms is not None and 20.0 < health.latency_p99_ms <= 50.0
+    assert parse_pipeline_metrics("") is None
