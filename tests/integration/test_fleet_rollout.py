@@ -143,6 +143,10 @@ def test_a_good_version_rolls_through_and_a_bad_one_is_rolled_back(tmp_path: Pat
         first = _rollout(runner, env)
         assert first["state"] == "Progressing" and first["batches"] == 3
         assert first["nodes_updated"] == 1 and first["nodes_total"] == 3
+        paused = runner.invoke(app, ["rollout", "pause", "simple"], env=env)
+        assert paused.exit_code == 0 and "Paused" in paused.output, paused.output
+        resumed = runner.invoke(app, ["rollout", "resume", "simple"], env=env)
+        assert resumed.exit_code == 0 and "Progressing" in resumed.output, resumed.output
         done = _eventually(
             lambda: (r := _rollout(runner, env))["state"] != "Progressing" and r,
             "the rollout of version 2 to finish",
@@ -187,6 +191,8 @@ def test_a_good_version_rolls_through_and_a_bad_one_is_rolled_back(tmp_path: Pat
         _eventually(lambda: _all_on(fleet, "2"), "every node back on version 2", 120)
         assert all(fleet.serves(node) for node in NODES)
         _eventually(lambda: _ready(fleet), "the deployment Ready again", 60)
+        refused = runner.invoke(app, ["rollout", "undo", "simple"], env=env)
+        assert refused.exit_code == 1 and "RolledBack" in refused.output
         assert fleet.get("/v1/deployments/simple/rollout")["state"] == "RolledBack"
     finally:
         fleet.stop_all()

@@ -77,7 +77,14 @@ from edgetier.control._reconcile import (
     users_of_pipeline,
 )
 from edgetier.control._resources import NAME_PATTERN, Deployment, ModelRef
-from edgetier.control._rollouts import Verb, active_rollouts, drive, operate, rollout_view
+from edgetier.control._rollouts import (
+    STATES,
+    Verb,
+    active_rollouts,
+    drive,
+    operate,
+    rollout_view,
+)
 from edgetier.control._scheduler import PlacementPolicy
 from edgetier.control._settings import ControllerSettings
 from edgetier.control._telemetry import compact, history
@@ -731,6 +738,7 @@ class ControlService:
         with self.db.read() as session:
             nodes = session.execute(select(NodeRow.conditions, NodeRow.unschedulable)).all()
             satisfied = session.scalars(select(DeploymentRow.satisfied)).all()
+            states = session.scalars(select(RolloutRow.state)).all()
         by_condition = {
             kind: sum(condition_true(conditions, kind) for conditions, _ in nodes)
             for kind in ("Ready", "Offline", "Throttled", "Degraded")
@@ -741,6 +749,7 @@ class ControlService:
             "nodes_unschedulable": sum(drained for _, drained in nodes),
             "deployments_satisfied": sum(satisfied),
             "deployments_unsatisfied": sum(not s for s in satisfied),
+            "rollouts_by_state": {state: states.count(state) for state in STATES},
         }
 
 

@@ -173,6 +173,9 @@ async def test_a_version_that_fails_to_load_is_rolled_back_on_batch_one(
     # only the node that had the new version was told anything new
     changed = [n for n in NODES if service.desired_generation(n) != generations[n]]
     assert changed == [first]
+    metrics = (await api.http.get("/metrics")).text
+    assert 'edgetier_controller_rollouts{state="RolledBack"} 1.0' in metrics
+    assert 'edgetier_controller_rollouts{state="Progressing"} 0.0' in metrics
     # it stays back: the pass is idempotent, and the spec still names version 2
     service.reconcile(None)
     service.drive_rollouts()
