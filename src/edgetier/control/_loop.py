@@ -3,8 +3,8 @@
 Operations that cannot reconcile in their own transaction (a heartbeat that reports a
 node throttled, back or cooled down) add the deployments they touch to :class:`Pending`,
 which wakes the loop; the loop also checks heartbeat timeouts and drives the rollouts
-(their gates and batches) on every tick, runs a full
-resync every ``resync_s`` and compacts telemetry every ``compact_interval_s``::
+(their gates and batches) on every tick, runs a full resync every ``resync_s`` and
+compacts telemetry every ``compact_interval_s``::
 
     stop = asyncio.Event()
     task = asyncio.create_task(run_loop(service, stop))    # the API's lifespan does this

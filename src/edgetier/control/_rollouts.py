@@ -78,10 +78,11 @@ def revision_of(assignment: dict[str, Any]) -> str:
 
 
 def workload_of(assignment: dict[str, Any]) -> dict[str, Any]:
-    """The part of an assignment a rollout changes, with its revision and generation."""
+    """The part of an assignment a rollout changes, with its revision (the one it was
+    written with, else computed) and generation."""
     return {
         **{key: assignment.get(key) for key in _WORKLOAD_KEYS},
-        "revision": revision_of(assignment),
+        "revision": assignment.get("revision") or revision_of(assignment),
         "generation": int(assignment.get("generation", 0)),
     }
 
@@ -125,8 +126,9 @@ def pin(
     rollout went to). ``placed`` holds the assignments of the workload the spec names."""
     if not placed:
         return placed
+    revision = revision_of(placed[0][1])  # the placements differ in streams and replica only
     for _, assignment in placed:
-        assignment["revision"] = revision_of(assignment)
+        assignment["revision"] = revision
     target = workload_of(placed[0][1])
     rollout = session.get(RolloutRow, row.name)
     if rollout is not None and rollout.to_workload.get("revision") == target["revision"]:
