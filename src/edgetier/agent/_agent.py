@@ -274,9 +274,14 @@ class Agent:
                 log.warning("telemetry sample failed: %s", exc)
                 summary = TelemetrySummary()
             self.record("telemetry", self.node, summary.model_dump(mode="json"))
+            try:
+                await self.reconciler.sample_health()
+            except Exception as exc:  # figures missing must not stop the heartbeat
+                log.warning("workload health not sampled: %s", exc)
+            own = self._own(self.reconciler.degraded())
             heartbeat = Heartbeat(
                 telemetry=summary,
-                conditions=[*self.reconciler.conditions(), *telemetry.conditions(), *self._own()],
+                conditions=[*self.reconciler.conditions(), *telemetry.conditions(), *own],
                 workloads=self.reconciler.workload_states(),
                 desired_generation=self.desired.generation if self.desired else 0,
                 outbox_pending=self.store.pending_count(),
@@ -458,8 +463,11 @@ class Agent:
             digest, target, timeout_s=self.settings.download_timeout_s
         )
 
-    def _own(self) -> list[Condition]:
-        """The agent's own condition: whether its outbox can be delivered."""
+    def _own(self, workload: Condition | None = None) -> list[Condition]:
+        """The node's Degraded condition: a degraded workload's (load failed, error rate,
+        latency) first, else whether the outbox can be delivered."""
+        if workload is not None:
+            return [workload]
         if self._gap is not None:
             return [
                 Condition(type="Degraded", status="True", reason="OutboxGap", message=self._gap)

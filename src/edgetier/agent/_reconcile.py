@@ -39,11 +39,12 @@ from edgetier.agent._files import (
     read_text,
     write_atomic,
 )
+from edgetier.agent._health import parse_pipeline_metrics, parse_server_metrics
 from edgetier.agent._render import model_config_text, model_filename, render_pipeline
 from edgetier.agent._server_api import ServerApi, is_loaded
 from edgetier.agent._settings import AgentSettings, edgetier_command
 from edgetier.agent._store import AgentStore, Artifact
-from edgetier.agent._workloads import Recorder, WorkloadStatus, node_ready
+from edgetier.agent._workloads import Recorder, WorkloadStatus, node_degraded, node_ready
 from edgetier.control import (
     Assignment,
     Condition,
@@ -154,6 +155,8 @@ class Reconciler:
         self._next_s: float | None = None
         self._index: dict[str, dict[str, str]] | None = None
         self._api = ServerApi(settings.http_port, timeout_s=settings.request_timeout_s)
+        self._metrics = httpx.AsyncClient()
+        self._pipeline_metrics: dict[str, str] = {}  # deployment -> its Prometheus sink
         self._closed = False
         host = settings.host if settings.host not in ("0.0.0.0", "::") else socket.gethostname()
         self.advertised_host = host
@@ -195,6 +198,43 @@ class Reconciler:
     def conditions(self) -> list[Condition]:
         return [node_ready(self.workloads.values())]
 
+    def degraded(self) -> Condition | None:
+        """Degraded True naming the first degraded workload; None when none is."""
+        return node_degraded(self.workloads.values())
+
+    async def sample_health(self) -> None:
+        """Read each running workload's figures (a model's from the server's metrics, a
+        pipeline's from its Prometheus sink, where it has one) and judge them by its
+        limits."""
+        served = None
+        if self._server_live and self.server is not None and self.server.running:
+            text = await self._scrape(f"127.0.0.1:{self.settings.metrics_port}")
+            served = parse_server_metrics(text) if text is not None else None
+        for dep, status in self.workloads.items():
+            model, kind = status.assignment.model, status.assignment.kind
+            if status.phase != "Running":
+                continue
+            if kind == "model" and model is not None and served is not None:
+                health = served.get((model.model, str(model.version)))
+            elif kind == "pipeline" and dep in self._pipeline_metrics and dep in self.pipelines:
+                text = await self._scrape(self._pipeline_metrics[dep])
+                health = parse_pipeline_metrics(text) if text is not None else None
+            else:
+                continue
+            if health is not None:
+                status.judge(health)
+
+    async def _scrape(self, where: str) -> str | None:
+        """The Prometheus text at ``http://<where>/metrics``; None when it did not answer
+        (a child starting or gone: the next heartbeat tries again)."""
+        try:
+            response = await self._metrics.get(f"http://{where}/metrics", timeout=2.0)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            log.debug("metrics at %s not read: %s", where, exc)
+            return None
+        return response.text
+
     async def verify_artifacts(self) -> list[str]:
         """Hash the files of the artifact index again (after a crash or a reboot a file
         may be torn or gone); the broken ones are forgotten, so they are fetched again."""
@@ -233,6 +273,7 @@ class Reconciler:
             await self._stop_child(self.server, SERVER)
             self.server = None
         await self._api.aclose()
+        await self._metrics.aclose()
         self._closed = True
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -309,6 +350,7 @@ class Reconciler:
         for dep in sorted(self.pipelines):
             if dep not in want.pipelines:
                 await self._stop_child(self.pipelines.pop(dep), f"pipeline-{dep}")
+                self._pipeline_metrics.pop(dep, None)
                 self.store.release_slot(dep)
                 (self.pipelines_dir / dep / "pipeline.yaml").unlink(missing_ok=True)
                 self._retry.pop(f"child:pipeline-{dep}", None)
@@ -594,6 +636,10 @@ class Reconciler:
             return False
         if a.model is not None:
             copy_sidecar(a.pipeline, a.model.model, models[a.model.model])
+        sinks = [s for s in data.get("sinks") or [] if isinstance(s, dict)]
+        sink = next((s for s in sinks if s.get("kind") == "prometheus"), None)
+        if sink is not None:
+            self._pipeline_metrics[dep] = f"127.0.0.1:{sink['port']}"
         text = yaml.safe_dump(data, sort_keys=False)
         path = workdir / "pipeline.yaml"
         fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]

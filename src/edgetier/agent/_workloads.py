@@ -13,9 +13,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from edgetier.control import Assignment, Condition, WorkloadState
+from edgetier.control import Assignment, Condition, WorkloadHealth, WorkloadState
 
-__all__ = ["Phase", "Recorder", "WorkloadStatus", "node_ready"]
+__all__ = ["Phase", "Recorder", "WorkloadStatus", "node_degraded", "node_ready"]
+
+HEALTH_REASONS = ("ErrorRate", "Latency")
+"""Degraded reasons judged from the serving figures (they clear when the figures do)."""
+_NOT_THE_WORKLOAD = ("ControllerUnreachable", "Recovered", "Healthy")
 
 Phase = Literal["Pending", "Downloading", "Starting", "Running", "Failed", "Stopped"]
 ConditionKind = Literal["Ready", "Progressing", "Degraded"]
@@ -32,6 +36,7 @@ class WorkloadStatus:
         self.phase: Phase = "Pending"
         self.endpoint: str | None = None
         self.conditions: dict[str, Condition] = {}
+        self.health: WorkloadHealth | None = None
         self._record = record
         self.set("Ready", "False", "Pending", "not started yet")
 
@@ -42,6 +47,8 @@ class WorkloadStatus:
     def update(self, assignment: Assignment) -> bool:
         """Take a newer assignment of the same deployment; True if it changed."""
         changed = assignment != self.assignment
+        if assignment.revision != self.assignment.revision:
+            self.health = None  # the figures of what ran before say nothing of this
         self.assignment = assignment
         return changed
 
@@ -79,6 +86,18 @@ class WorkloadStatus:
     def degrade(self, reason: str, message: str) -> None:
         self.set("Degraded", "True", reason, message)
 
+    def judge(self, health: WorkloadHealth) -> None:
+        """Take the serving figures; Degraded (``ErrorRate``, ``Latency``) while they
+        break the assignment's limits, and no longer once they keep them."""
+        self.health = health
+        limits = self.assignment.limits
+        verdict = limits.verdict(health) if limits is not None else None
+        held = self.conditions.get("Degraded")
+        if verdict is not None:
+            self.degrade(*verdict)
+        elif held is not None and held.status == "True" and held.reason in HEALTH_REASONS:
+            self.set("Degraded", "False", "Healthy")
+
     def recover(self) -> None:
         if "Degraded" in self.conditions and self.conditions["Degraded"].status == "True":
             self.set("Degraded", "False", "Recovered")
@@ -113,6 +132,8 @@ class WorkloadStatus:
             phase=self.phase,
             conditions=list(self.conditions.values()),
             endpoint=self.endpoint,
+            revision=self.assignment.revision,
+            health=self.health,
         )
 
 
@@ -142,3 +163,21 @@ def node_ready(workloads: Iterable[WorkloadStatus]) -> Condition:
         reason="Converged",
         message=f"{len(phases)} workload(s) running" if phases else "nothing to run",
     )
+
+
+def node_degraded(workloads: Iterable[WorkloadStatus]) -> Condition | None:
+    """The node's Degraded condition from its workloads: True with ``LoadFailed``,
+    ``ErrorRate`` or ``Latency`` and a message naming the workload; None when none is
+    degraded (the controller rolls a rollout back on it; the agent never does)."""
+    for status in sorted(workloads, key=lambda s: s.deployment):
+        held = status.conditions.get("Degraded")
+        if held is None or held.status != "True" or held.reason in _NOT_THE_WORKLOAD:
+            continue
+        reason = held.reason if held.reason in HEALTH_REASONS else "LoadFailed"
+        return Condition(
+            type="Degraded",
+            status="True",
+            reason=reason,
+            message=f"workload {status.deployment}: {held.reason}: {held.message}",
+        )
+    return None

@@ -20,6 +20,7 @@ from edgetier.cli import (
     _model,
     _nodes,
     _pipeline,
+    _rollout,
     _serve,
     _tokens,
     _up,
@@ -85,6 +86,7 @@ app.command("controller")(_fleet.controller)
 app.command("up")(_up.up)
 app.add_typer(_nodes.app, name="nodes", cls=HelpGroup)
 app.add_typer(_deploy.app, name="deploy", cls=HelpGroup)
+app.add_typer(_rollout.app, name="rollout", cls=HelpGroup)
 app.add_typer(_tokens.app, name="tokens", cls=HelpGroup)
 
 

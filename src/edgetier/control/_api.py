@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -300,6 +300,24 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
     def delete(name: str, _: Operator) -> dict[str, Any]:
         service.delete_deployment(name)
         return {"deleted": name}
+
+    @app.get("/v1/rollouts", tags=["rollouts"])
+    def list_rollouts(_: Operator) -> list[dict[str, Any]]:
+        """Every deployment's newest rollout: state, batch, nodes updated, message."""
+        return service.list_rollouts()
+
+    @app.get("/v1/deployments/{name}/rollout", tags=["rollouts"])
+    def get_rollout(name: str, _: Operator) -> dict[str, Any]:
+        """The deployment's newest rollout (404 when it has had none)."""
+        return service.get_rollout(name)
+
+    @app.post("/v1/deployments/{name}/rollout/{verb}", tags=["rollouts"])
+    def rollout_action(
+        name: str, verb: Literal["pause", "resume", "undo"], _: Operator
+    ) -> dict[str, Any]:
+        """Pause or resume a rollout, or undo it (every node back on the previous
+        revision); 409 when its state does not allow it."""
+        return service.rollout_action(name, verb)
 
     @app.get("/v1/events", tags=["events"])
     def events(

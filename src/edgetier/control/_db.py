@@ -54,6 +54,7 @@ __all__ = [
     "ModelVersionRow",
     "NodeRow",
     "PipelineRow",
+    "RolloutRow",
     "SequenceRow",
     "TelemetryRow",
     "TokenRow",
@@ -199,6 +200,33 @@ class DeploymentRow(Base):
     decision: Mapped[dict[str, Any]] = mapped_column(default=dict)
     explanation: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RolloutRow(Base):
+    """A deployment's newest rollout (one per deployment; the event log keeps the story
+    of the earlier ones). ``from_workload`` and ``to_workload`` are what the nodes run
+    before and after (an Assignment's kind, model, config, pipeline and revision);
+    ``updated`` the nodes told to run the new one so far."""
+
+    __tablename__ = "rollouts"
+
+    deployment: Mapped[str] = mapped_column(
+        String(63), ForeignKey("deployments.name", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    from_revision: Mapped[int] = mapped_column(default=0)
+    to_revision: Mapped[int] = mapped_column(default=0)
+    from_workload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    to_workload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    batches: Mapped[int] = mapped_column(default=1)
+    batch: Mapped[int] = mapped_column(default=1)
+    updated: Mapped[list[Any]] = mapped_column(default=list)
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    batch_started_at: Mapped[datetime]
+    converged_at: Mapped[datetime | None]
+    started_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
 

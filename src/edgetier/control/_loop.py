@@ -6,8 +6,9 @@ replica that becomes leader starts with a full resync.
 
 Operations that cannot reconcile in their own transaction (a heartbeat that reports a
 node throttled, back or cooled down) add the deployments they touch to :class:`Pending`,
-which wakes the loop; the loop also checks heartbeat timeouts on every tick, runs a full
-resync every ``resync_s`` and compacts telemetry every ``compact_interval_s``::
+which wakes the loop; the loop also checks heartbeat timeouts and drives the rollouts
+(their gates and batches) on every tick, runs a full resync every ``resync_s`` and
+compacts telemetry every ``compact_interval_s``::
 
     stop = asyncio.Event()
     task = asyncio.create_task(run_loop(service, stop))    # the API's lifespan does this
@@ -76,6 +77,7 @@ async def run_loop(service: ControlService, stop: asyncio.Event) -> None:
                 await asyncio.to_thread(service.check_timeouts)
                 if names is None or names:
                     await asyncio.to_thread(service.reconcile, names)
+                await asyncio.to_thread(service.drive_rollouts)
                 if now >= next_compact:
                     await asyncio.to_thread(service.compact_telemetry)
                     next_compact = now + settings.compact_interval_s

@@ -57,6 +57,14 @@ class _FleetCollector(Collector):
         deployments.add_metric(["satisfied"], counts["deployments_satisfied"])
         deployments.add_metric(["unsatisfied"], counts["deployments_unsatisfied"])
         yield deployments
+        rollouts = GaugeMetricFamily(
+            "edgetier_controller_rollouts",
+            "Deployments by the state of their newest rollout",
+            labels=["state"],
+        )
+        for state, value in counts["rollouts_by_state"].items():
+            rollouts.add_metric([state], value)
+        yield rollouts
         yield GaugeMetricFamily(
             "edgetier_controller_long_polls",
             "Desired-state long polls parked now",

@@ -34,11 +34,13 @@ __all__ = [
     "DesiredState",
     "EnrolRequest",
     "EnrolResponse",
+    "HealthLimits",
     "Heartbeat",
     "HeartbeatReply",
     "Record",
     "RecordAck",
     "RecordBatch",
+    "WorkloadHealth",
     "WorkloadState",
 ]
 
@@ -67,6 +69,45 @@ class EnrolResponse(_Message):
     expires_at: datetime
 
 
+class HealthLimits(_Message):
+    """What a workload must keep to count as healthy (from the deployment's rollout
+    policy and latency target); the agent judges its figures by them."""
+
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    min_requests: int = Field(default=20, ge=1)
+    latency_p99_ms: float | None = Field(default=None, gt=0, description="None: no latency gate")
+
+    def verdict(self, health: WorkloadHealth) -> tuple[str, str] | None:
+        """``(reason, message)`` when ``health`` breaks a limit (``ErrorRate`` or
+        ``Latency``); None while it keeps them or has seen too few requests to tell."""
+        if health.requests < self.min_requests:
+            return None
+        rate = health.errors / health.requests
+        if rate > self.max_error_rate:
+            return (
+                "ErrorRate",
+                f"{health.errors} of {health.requests} requests failed ({rate:.1%}), "
+                f"over the limit of {self.max_error_rate:.1%}",
+            )
+        p99 = health.latency_p99_ms
+        if self.latency_p99_ms is not None and p99 is not None and p99 > self.latency_p99_ms:
+            return (
+                "Latency",
+                f"p99 latency {p99:.1f} ms over the target of {self.latency_p99_ms:g} ms "
+                f"({health.requests} requests)",
+            )
+        return None
+
+
+class WorkloadHealth(_Message):
+    """A workload's serving figures since its revision started (from the node's own
+    inference server metrics); ``latency_p99_ms`` None where nothing was measured."""
+
+    requests: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)
+    latency_p99_ms: float | None = Field(default=None, ge=0)
+
+
 class WorkloadState(_Message):
     """What a node runs for one deployment, as its agent sees it."""
 
@@ -75,6 +116,8 @@ class WorkloadState(_Message):
     phase: Literal["Pending", "Downloading", "Starting", "Running", "Failed", "Stopped"]
     conditions: list[Condition] = Field(default_factory=list)
     endpoint: str | None = Field(default=None, description="where it serves (host:port)")
+    revision: str = Field(default="", description="the assignment's revision it runs")
+    health: WorkloadHealth | None = Field(default=None, description="None: not measured")
 
 
 class Heartbeat(_Message):
@@ -101,6 +144,10 @@ class Assignment(_Message):
     pipeline: dict[str, Any] | None = Field(default=None, description="the pipeline file")
     streams: int = Field(default=0, ge=0)
     replica: int = Field(default=0, ge=0)
+    revision: str = Field(
+        default="", description="a digest of what runs (model, config, pipeline); echoed back"
+    )
+    limits: HealthLimits | None = Field(default=None, description="what counts as healthy")
 
 
 class DesiredState(_Message):

@@ -29,6 +29,7 @@ from edgetier.control._db import DeploymentRow, ModelVersionRow, NodeRow, Pipeli
 from edgetier.control._events import CONTROLLER, append
 from edgetier.control._protocol import Assignment
 from edgetier.control._resources import DeploymentSpec, ModelRef, ModelVersionInfo, PlacedLoad
+from edgetier.control._rollouts import health_limits, pin
 from edgetier.control._scheduler import PlacementPolicy, schedule
 from edgetier.control._views import (
     condition_true,
@@ -247,6 +248,7 @@ def _assignment(
         pipeline=pipeline,
         streams=int(placement.get("streams", 0)),
         replica=int(placement.get("replica", 0)),
+        limits=health_limits(spec),
     )
 
 
@@ -260,10 +262,14 @@ def _write_desired(
     versions: dict[tuple[str, int | None], ModelVersionInfo | None] = {}
     for name in sorted(rows):
         row = rows[name]
-        for placement in row.placements:
-            if placement["node"] in wanted:
-                assignment = _assignment(session, row, placement, versions)
-                wanted[placement["node"]].append(assignment.model_dump(mode="json"))
+        placed = [
+            (p["node"], _assignment(session, row, p, versions).model_dump(mode="json"))
+            for p in row.placements
+            if p["node"] in wanted
+        ]
+        # a new version goes out batch by batch: its rollout says which node runs which
+        for node_name, assignment in pin(session, row, placed, nodes, now):
+            wanted[node_name].append(assignment)
     changed: dict[str, int] = {}
     for name, node in nodes.items():
         if wanted[name] == node.desired:

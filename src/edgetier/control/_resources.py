@@ -37,6 +37,7 @@ __all__ = [
     "PipelineRef",
     "PlacedLoad",
     "Placement",
+    "RolloutPolicy",
     "Selector",
     "TelemetrySummary",
     "Tier",
@@ -186,6 +187,30 @@ class Selector(_Model):
     accelerator: Literal["any", "gpu", "cpu"] = "any"
 
 
+class RolloutPolicy(_Model):
+    """How a new model or pipeline version goes out: batch by batch, each batch held for
+    ``soak_s`` after it runs, behind health gates (load errors, error rate, p99 latency
+    against the deployment's ``latency_target_ms``). A failed gate stops the rollout and
+    puts every node back on the previous version."""
+
+    batches: int = Field(default=1, ge=1, le=100, description="batches of nodes, in turn")
+    soak_s: float = Field(
+        default=0.0, ge=0, le=86_400, description="how long a batch must stay healthy"
+    )
+    max_error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="failed / all requests a node may answer"
+    )
+    min_requests: int = Field(
+        default=20, ge=1, description="requests a node must have seen before rate and p99 count"
+    )
+    latency_gate: bool = Field(
+        default=True, description="fail a node whose p99 exceeds latency_target_ms"
+    )
+    progress_deadline_s: float = Field(
+        default=600.0, gt=0, le=86_400, description="a batch not running by then fails"
+    )
+
+
 class DeploymentSpec(_Model):
     """What should run where: a model (served) or a pipeline (streams of frames)."""
 
@@ -197,6 +222,7 @@ class DeploymentSpec(_Model):
     fps: float = Field(default=30.0, gt=0, le=240)
     latency_target_ms: float = Field(default=100.0, gt=0)
     power_budget_w: float | None = Field(default=None, gt=0)
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
 
     @model_validator(mode="after")
     def _one_workload(self) -> DeploymentSpec:

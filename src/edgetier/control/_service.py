@@ -42,6 +42,7 @@ from edgetier.control._db import (
     ModelVersionRow,
     NodeRow,
     PipelineRow,
+    RolloutRow,
     TokenRow,
     utcnow,
 )
@@ -80,6 +81,14 @@ from edgetier.control._reconcile import (
     users_of_pipeline,
 )
 from edgetier.control._resources import NAME_PATTERN, Deployment, ModelRef
+from edgetier.control._rollouts import (
+    STATES,
+    Verb,
+    active_rollouts,
+    drive,
+    operate,
+    rollout_view,
+)
 from edgetier.control._scheduler import PlacementPolicy
 from edgetier.control._settings import ControllerSettings
 from edgetier.control._telemetry import compact, history
@@ -666,8 +675,57 @@ class ControlService:
     def _deployment_view(self, session: Session, row: DeploymentRow) -> dict[str, Any]:
         names = {p["node"] for p in row.placements}
         nodes = {n.name: n for n in session.scalars(select(NodeRow).where(NodeRow.name.in_(names)))}
-        resource = deployment_resource(row, nodes, self.clock())
-        return resource.model_dump(mode="json", by_alias=True)
+        now = self.clock()
+        view = deployment_resource(row, nodes, now).model_dump(mode="json", by_alias=True)
+        rollout = session.get(RolloutRow, row.name)
+        if rollout is not None and rollout.state in ("Progressing", "Paused", "RolledBack"):
+            # a rollout on its way, or one that holds the nodes back on the previous version
+            kind, reason = (
+                ("Degraded", "RolledBack")
+                if rollout.state == "RolledBack"
+                else ("Progressing", f"Rollout{rollout.state}")
+            )
+            view["status"]["conditions"] = set_condition(
+                view["status"]["conditions"], kind, "True", reason, rollout.message, now
+            )
+        return view
+
+    # -- rollouts --------------------------------------------------------------------
+
+    def list_rollouts(self) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            rows = session.scalars(select(RolloutRow).order_by(RolloutRow.deployment))
+            return [rollout_view(r, session.get(DeploymentRow, r.deployment)) for r in list(rows)]
+
+    def get_rollout(self, name: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            row = _named(session, DeploymentRow, name)
+            rollout = session.get(RolloutRow, name)
+            if rollout is None:
+                raise NotFoundError(f"deployment {name!r} has had no rollout")
+            return rollout_view(rollout, row)
+
+    def rollout_action(self, name: str, verb: Verb) -> dict[str, Any]:
+        """Pause, resume or undo a deployment's rollout; the nodes' desired states follow
+        in the same transaction."""
+        with self._change() as change:
+            rollout = operate(change.session, name, verb, change.now)
+            change.reconcile([])
+            view = rollout_view(rollout, change.session.get(DeploymentRow, name))
+        return view
+
+    def drive_rollouts(self) -> list[str]:
+        """The loop's rollout pass: gates checked, batches moved on, failed rollouts rolled
+        back (the nodes' desired states written in the same transaction). Without a
+        progressing rollout it only reads."""
+        with self.db.read() as session:
+            if not active_rollouts(session):
+                return []
+        with self._change() as change:
+            moved = drive(change.session, change.now)
+            if moved:
+                change.reconcile([])
+        return moved
 
     # -- events ----------------------------------------------------------------------
 
@@ -719,6 +777,7 @@ class ControlService:
         with self.db.read() as session:
             nodes = session.execute(select(NodeRow.conditions, NodeRow.unschedulable)).all()
             satisfied = session.scalars(select(DeploymentRow.satisfied)).all()
+            states = session.scalars(select(RolloutRow.state)).all()
         by_condition = {
             kind: sum(condition_true(conditions, kind) for conditions, _ in nodes)
             for kind in ("Ready", "Offline", "Throttled", "Degraded")
@@ -729,6 +788,7 @@ class ControlService:
             "nodes_unschedulable": sum(drained for _, drained in nodes),
             "deployments_satisfied": sum(satisfied),
             "deployments_unsatisfied": sum(not s for s in satisfied),
+            "rollouts_by_state": {state: states.count(state) for state in STATES},
         }
 
 

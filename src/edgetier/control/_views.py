@@ -176,6 +176,19 @@ def deployment_resource(
     )
 
 
+def _runs_assigned(reported: dict[str, Any], node: NodeRow, row: DeploymentRow) -> bool:
+    """Whether a node's report of a workload concerns what the node is told to run of
+    ``row`` (during a rollout, some nodes are told to run the previous revision)."""
+    if reported.get("deployment") != row.name:
+        return False
+    assigned = next((a for a in node.desired if a.get("deployment") == row.name), None)
+    if assigned is None:
+        return int(reported.get("generation", 0)) >= row.generation
+    if reported.get("revision") and assigned.get("revision"):
+        return bool(reported["revision"] == assigned["revision"])
+    return int(reported.get("generation", 0)) >= int(assigned.get("generation", 0))
+
+
 def deployment_conditions(
     row: DeploymentRow, nodes: dict[str, NodeRow], now: datetime
 ) -> list[dict[str, Any]]:
@@ -191,11 +204,7 @@ def deployment_conditions(
         if node is None or condition_true(node.conditions, "Offline"):
             failed.append(f"{name} offline")
             continue
-        phases = [
-            w
-            for w in node.workloads
-            if w.get("deployment") == row.name and int(w.get("generation", 0)) >= row.generation
-        ]
+        phases = [w for w in node.workloads if _runs_assigned(w, node, row)]
         if any(w.get("phase") == "Failed" for w in phases):
             failed.append(f"{name} failed")
         elif phases and all(w.get("phase") == "Running" for w in phases):

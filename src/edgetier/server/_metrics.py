@@ -19,6 +19,7 @@ from prometheus_client.utils import floatToGoString
 
 from edgetier.batching import BatcherStats
 from edgetier.server._manager import ModelManager, ModelVersion
+from edgetier.server._stats import DURATION_BUCKETS_US
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -112,6 +113,21 @@ class ModelCollector(Collector):
             buckets.append(("+Inf", sum(stats.queue_wait_histogram)))
             waits.add_metric([v.name, v.version_str], buckets, sum_value=stats.queue_ns // 1000)
         yield waits
+        durations = HistogramMetricFamily(
+            "edgetier_request_duration_us",
+            "Time requests spent in the server, answered or failed (us); the node agent "
+            "takes a version's p99 from it",
+            labels=["model", "version"],
+        )
+        for v in versions:
+            total, buckets = 0, []
+            for bound, count in zip(DURATION_BUCKETS_US, v.stats.duration_histogram, strict=False):
+                total += count
+                buckets.append((str(bound), total))
+            buckets.append(("+Inf", sum(v.stats.duration_histogram)))
+            spent_us = (v.stats.success_ns + v.stats.fail_ns) // 1000
+            durations.add_metric([v.name, v.version_str], buckets, sum_value=spent_us)
+        yield durations
 
 
 def render_counters(manager: ModelManager) -> bytes:

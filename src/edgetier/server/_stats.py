@@ -7,10 +7,14 @@ Both the statistics endpoints and the metrics read them, so nothing is counted t
 
 from __future__ import annotations
 
+import bisect
 import time
 from typing import Any
 
 from edgetier.batching import BatcherStats
+
+DURATION_BUCKETS_US: tuple[int, ...] = BatcherStats.QUEUE_WAIT_BUCKETS_US
+"""Upper bounds of the request-duration histogram (the batcher's queue-wait bounds)."""
 
 
 def _duration(count: int, ns: int) -> dict[str, int]:
@@ -22,6 +26,7 @@ class VersionStats:
 
     __slots__ = (
         "compute_infer_ns",
+        "duration_histogram",
         "fail_count",
         "fail_ns",
         "inference_count",
@@ -40,6 +45,12 @@ class VersionStats:
         self.compute_infer_ns = 0
         self.inference_count = 0
         self.last_inference_ms = 0
+        # requests (answered or failed) by duration: [i] counts those up to
+        # DURATION_BUCKETS_US[i] (and over the one before); the last counts longer ones
+        self.duration_histogram = [0] * (len(DURATION_BUCKETS_US) + 1)
+
+    def _count_duration(self, duration_ns: int) -> None:
+        self.duration_histogram[bisect.bisect_left(DURATION_BUCKETS_US, duration_ns / 1000)] += 1
 
     def record_success(self, rows: int, duration_ns: int, queue_ns: int, compute_ns: int) -> None:
         """One request answered: ``rows`` inferences (its batch dimension)."""
@@ -49,11 +60,13 @@ class VersionStats:
         self.compute_infer_ns += compute_ns
         self.inference_count += rows
         self.last_inference_ms = time.time_ns() // 1_000_000
+        self._count_duration(duration_ns)
 
     def record_failure(self, duration_ns: int) -> None:
         """One request that reached the model and failed."""
         self.fail_count += 1
         self.fail_ns += duration_ns
+        self._count_duration(duration_ns)
 
     def to_json(
         self, name: str, version: int, provider: str, batcher: BatcherStats
