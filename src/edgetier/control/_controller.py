@@ -139,6 +139,12 @@ class Controller:
             self._thread = None
         self.service.close()
 
+    def _notices(self) -> str:
+        notices = self.service.notices
+        if notices is None:
+            return "long poll only (no --mqtt)"
+        return f"{notices.broker} (edgetier/v1/nodes/<node>/desired) and the long poll"
+
     def banner(self) -> str:
         url = self.url
         return "\n".join(
@@ -150,5 +156,6 @@ class Controller:
                 f"  database:        {self.settings.url}",
                 f"  operator token:  {self.operator_token_file}",
                 f"  node timeout:    {self.settings.node_timeout_s:g} s",
+                f"  change notices:  {self._notices()}",
             ]
         )

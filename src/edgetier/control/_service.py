@@ -54,6 +54,7 @@ from edgetier.control._events import (
 from edgetier.control._loop import Pending
 from edgetier.control._metrics import ControllerMetrics
 from edgetier.control._modelfacts import onnx_facts, parse_config, platform_of, throughput
+from edgetier.control._mqtt_notices import MqttBroker, NoticePublisher
 from edgetier.control._notify import DesiredNotifier
 from edgetier.control._protocol import (
     Assignment,
@@ -139,6 +140,9 @@ class ControlService:
         self.settings = settings
         self.clock = clock
         self.policy = policy
+        self.notices: NoticePublisher | None = None  # MQTT change notices (mqtt_url)
+        if settings.mqtt_url is not None:  # before anything is created: paho may be missing
+            self.notices = NoticePublisher(MqttBroker.parse(settings.mqtt_url))
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.url)
@@ -160,13 +164,18 @@ class ControlService:
             change = _Change(session, now, self.policy)
             yield change
         self.notifier.publish(change.changed)
+        if self.notices is not None:
+            self.notices.publish(change.changed)
 
     # -- start ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Migrate the schema; make sure ``<data dir>/operator-token`` holds a valid
-        operator token (created on the first start, or when the file was removed)."""
+        operator token (created on the first start, or when the file was removed); connect
+        to the MQTT broker in the background when ``mqtt_url`` is set."""
         self.db.migrate()
+        if self.notices is not None:
+            self.notices.start()
         path = self.settings.data_dir / OPERATOR_TOKEN_FILE
         now = self.clock()
         if path.is_file():
@@ -193,6 +202,8 @@ class ControlService:
         self.operator_token = text
 
     def close(self) -> None:
+        if self.notices is not None:
+            self.notices.close()
         self.db.close()
 
     # -- access --------------------------------------------------------------------

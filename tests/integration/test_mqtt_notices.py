@@ -1,0 +1,169 @@
+"""MQTT change notices against a real Mosquitto: the controller's publisher (QoS 1,
+retained, the newest generation held while the broker is away) and the agent's listener
+(its own topic only, malformed notices ignored, resubscribed after the broker restarts),
+with the log lines that say what a missing broker means."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edgetier.agent._notices import NoticeListener
+from edgetier.control import MqttBroker
+from edgetier.control._mqtt_notices import NoticePublisher
+from edgetier.testing import Mosquitto
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+        reason="mosquitto is not installed (make system-deps)",
+    ),
+]
+
+
+def _eventually(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.05)
+    return found
+
+
+class Watcher:
+    """A plain subscriber to every node's notices: (topic, payload, retained, qos)."""
+
+    def __init__(self, port: int) -> None:
+        self.seen: list[tuple[str, dict[str, Any], bool, int]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="notice-watcher")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("edgetier/v1/nodes/+/desired", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.seen.append((msg.topic, json.loads(msg.payload), bool(msg.retain), msg.qos))
+
+    def messages(self) -> list[tuple[str, dict[str, Any], bool, int]]:
+        with self._lock:
+            return list(self.seen)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _publisher(port: int) -> NoticePublisher:
+    publisher = NoticePublisher(MqttBroker.parse(f"mqtt://127.0.0.1:{port}"))
+    publisher.start()
+    return publisher
+
+
+def test_notices_are_retained_so_a_late_subscriber_finds_the_newest() -> None:
+    with Mosquitto() as broker:
+        publisher = _publisher(broker.port)
+        try:
+            _eventually(lambda: publisher.connected, "the publisher's connection")
+            publisher.publish({"edge-1": 1})
+            publisher.publish({"edge-1": 2, "edge-2": 1})
+            watcher = Watcher(broker.port)  # subscribes after the notices were sent
+            try:
+                seen = _eventually(lambda: len(watcher.messages()) >= 2 and watcher.messages(), "")
+                time.sleep(0.3)  # anything more would come now
+                assert sorted(watcher.messages()) == [
+                    ("edgetier/v1/nodes/edge-1/desired", {"generation": 2}, True, 1),
+                    ("edgetier/v1/nodes/edge-2/desired", {"generation": 1}, True, 1),
+                ], seen
+            finally:
+                watcher.close()
+        finally:
+            publisher.close()
+
+
+def test_a_broker_away_gets_the_newest_generation_when_it_comes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="edgetier.control")
+    broker = Mosquitto()  # its port is chosen; nothing listens there yet
+    publisher = _publisher(broker.port)
+    try:
+        _eventually(lambda: "unreachable" in caplog.text, "the warning")
+        assert (
+            f"MQTT broker mqtt://127.0.0.1:{broker.port} unreachable (cannot connect): change "
+            "notices wait for it; agents get desired state through their long poll meanwhile"
+        ) in caplog.text
+        publisher.publish({"edge-1": 3})  # nothing is raised, nothing blocks
+        publisher.publish({"edge-1": 4})
+        assert not publisher.connected
+        with broker:
+            _eventually(lambda: publisher.connected, "the connection once the broker is up")
+            assert "reachable again after" in caplog.text
+            watcher = Watcher(broker.port)
+            try:
+                _eventually(watcher.messages, "the retained notice")
+                time.sleep(0.3)
+                assert watcher.messages() == [
+                    ("edgetier/v1/nodes/edge-1/desired", {"generation": 4}, True, 1)
+                ]
+            finally:
+                watcher.close()
+            assert caplog.text.count("unreachable") == 1  # once per outage, not per retry
+    finally:
+        publisher.close()
+
+
+def test_the_listener_hears_its_own_node_and_comes_back_with_the_broker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="edgetier.agent")
+    notices: list[int] = []
+    links: list[tuple[bool, str]] = []
+    with Mosquitto() as broker:
+        url = f"mqtt://127.0.0.1:{broker.port}"
+        publisher = _publisher(broker.port)
+        listener = NoticeListener(
+            MqttBroker.parse(url),
+            "edge-1",
+            on_notice=notices.append,
+            on_link=lambda up, why: links.append((up, why)),
+            wait_s=30,
+        )
+        try:
+            _eventually(lambda: publisher.connected, "the publisher's connection")
+            publisher.publish({"edge-1": 5, "edge-2": 9})
+            listener.start()
+            _eventually(lambda: notices == [5], "the retained notice of edge-1")
+            # another node's notice never arrives; a malformed one is logged and ignored
+            publisher.client.publish(listener.topic, b'{"generation": "six"}', qos=1)
+            publisher.client.publish(listener.topic, b"not json", qos=1)
+            publisher.publish({"edge-1": 6, "edge-2": 10})
+            _eventually(lambda: notices == [5, 6], "generation 6")
+            assert caplog.text.count("ignoring a malformed change notice") == 1
+            assert "edgetier/v1/nodes/edge-1/desired" in caplog.text
+
+            broker.kill()
+            _eventually(lambda: links[:1] == [(False, "connection lost")], "the link down")
+            assert (
+                f"MQTT broker {url} unreachable (connection lost): no change notices until it "
+                "is back; desired state still comes through the long poll (at most 30 s after "
+                "a change)"
+            ) in caplog.text
+            broker.start()
+            _eventually(lambda: listener.connected and publisher.connected, "both back")
+            assert links[1:] == [(True, "")]
+            publisher.publish({"edge-1": 7})  # heard: the listener subscribed again
+            _eventually(lambda: notices == [5, 6, 7], "generation 7 after the restart")
+        finally:
+            listener.close()
+            publisher.close()
