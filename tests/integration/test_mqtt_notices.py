@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -167,3 +168,72 @@ def test_the_listener_hears_its_own_node_and_comes_back_with_the_broker(
         finally:
             listener.close()
             publisher.close()
+
+
+def _documented_acl() -> str:
+    """The ACL file docs/agent.md advises, as the reader copies it."""
+    text = (Path(__file__).parents[2] / "docs" / "agent.md").read_text()
+    start = text.index("```\n# /etc/mosquitto/acl\n") + len("```\n")
+    return text[start : text.index("```", start)]
+
+
+def test_the_documented_acl_lets_each_node_read_its_own_notices_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    users = {"edgetier-controller": "c-secret", "edge-1": "e1-secret", "edge-2": "e2-secret"}
+    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
+    for i, (user, password) in enumerate(users.items()):
+        create = ["-c"] if i == 0 else []
+        subprocess.run(["mosquitto_passwd", *create, "-b", str(passwd), user, password], check=True)
+    acl.write_text(_documented_acl())
+    broker = Mosquitto()
+    broker.config.write_text(  # user root: a broker started as root keeps reading tmp_path
+        f"listener {broker.port} 127.0.0.1\nallow_anonymous false\nuser root\n"
+        f"password_file {passwd}\nacl_file {acl}\n"
+    )
+
+    def url(user: str | None) -> MqttBroker:
+        login = f"{user}:{users[user]}@" if user else ""
+        return MqttBroker.parse(f"mqtt://{login}127.0.0.1:{broker.port}")
+
+    heard: dict[str, list[int]] = {"edge-1": [], "edge-2": [], "anonymous": []}
+    with broker:
+        publisher = NoticePublisher(url("edgetier-controller"))
+        listeners = [
+            NoticeListener(url(node), node, on_notice=heard[node].append, wait_s=30)
+            for node in ("edge-1", "edge-2")
+        ]
+        anonymous = NoticeListener(
+            url(None), "edge-1", on_notice=heard["anonymous"].append, wait_s=30
+        )
+        try:
+            for link in (publisher, *listeners, anonymous):
+                link.start()
+            _eventually(lambda: all(link.connected for link in (publisher, *listeners)), "logins")
+            publisher.publish({"edge-1": 1, "edge-2": 1})
+            _eventually(lambda: heard["edge-1"] == [1] == heard["edge-2"], "both notices")
+            # edge-1 may neither forge edge-2's notices nor read them
+            spy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edge-1-spy")
+            spied: list[str] = []
+            spy.on_message = lambda _c, _u, msg: spied.append(msg.topic)
+            spy.username_pw_set("edge-1", users["edge-1"])
+            spy.connect("127.0.0.1", broker.port)
+            spy.loop_start()
+            try:
+                spy.subscribe("edgetier/v1/nodes/+/desired", qos=1)
+                spy.publish("edgetier/v1/nodes/edge-2/desired", b'{"generation": 99}', qos=1)
+                publisher.publish({"edge-2": 2})
+                _eventually(lambda: heard["edge-2"] == [1, 2], "edge-2's next notice")
+                _eventually(lambda: spied, "edge-1's own retained notice")
+                time.sleep(0.5)  # a forged or foreign notice would have arrived by now
+                assert heard["edge-2"] == [1, 2]
+                assert spied == ["edgetier/v1/nodes/edge-1/desired"]
+            finally:
+                spy.disconnect()
+                spy.loop_stop()
+            # without a login the broker refuses, and the agent says so (once)
+            _eventually(lambda: "connection refused: Not authorized" in caplog.text, "refusal")
+            assert not anonymous.connected and heard["anonymous"] == []
+        finally:
+            for link in (publisher, *listeners, anonymous):
+                link.close()
