@@ -242,7 +242,6 @@ class NoticePublisher(MqttLink):
             resumed="publishing change notices on edgetier/v1/nodes/<node>/desired",
         )
         self._held: dict[str, int] = {}
-        self.published = 0
 
     def publish(self, generations: Mapping[str, int]) -> None:
         """Nodes whose desired generation is now the given one; callable from any thread,
@@ -266,4 +265,3 @@ class NoticePublisher(MqttLink):
     def _send(self, node: str, generation: int) -> None:
         payload = DesiredNotice(generation=generation).payload()
         self.client.publish(notice_topic(node), payload, qos=1, retain=True)
-        self.published += 1
