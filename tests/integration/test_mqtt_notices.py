@@ -5,6 +5,7 @@ with the log lines that say what a missing broker means."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
@@ -101,8 +102,9 @@ def test_a_broker_away_gets_the_newest_generation_when_it_comes(
     try:
         _eventually(lambda: "unreachable" in caplog.text, "the warning")
         assert (
-            f"MQTT broker mqtt://127.0.0.1:{broker.port} unreachable (cannot connect): change "
-            "notices wait for it; agents get desired state through their long poll meanwhile"
+            f"MQTT broker mqtt://127.0.0.1:{broker.port} unreachable (cannot connect: [Errno "
+            "111] Connection refused): change notices wait for it; agents get desired state "
+            "through their long poll meanwhile"
         ) in caplog.text
         publisher.publish({"edge-1": 3})  # nothing is raised, nothing blocks
         publisher.publish({"edge-1": 4})
@@ -237,3 +239,61 @@ def test_the_documented_acl_lets_each_node_read_its_own_notices_only(
         finally:
             for link in (publisher, *listeners, anonymous):
                 link.close()
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a broker certificate for ``localhost`` it signed (openssl)."""
+    ca_key, ca, key, csr, cert, ext = (
+        directory / name
+        for name in ("ca.key", "ca.crt", "broker.key", "broker.csr", "broker.crt", "ext")
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ext.write_text("subjectAltName=DNS:localhost\n")
+    for command in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=test CA"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=localhost"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "1", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+# paho leaves the socket of a failed TLS handshake to the garbage collector (collected below)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_mqtts_checks_the_broker_certificate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, cert, key = _tls_files(tmp_path)
+    broker = Mosquitto()
+    broker.config.write_text(
+        f"listener {broker.port} 127.0.0.1\nallow_anonymous true\nuser root\n"
+        f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+    )
+    with broker:
+        tls = MqttBroker.parse(f"mqtts://localhost:{broker.port}")
+        # the system's CAs do not know this broker's: refused, and the log says why
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-ca.crt"))
+        untrusted = NoticePublisher(tls)
+        untrusted.start()
+        try:
+            _eventually(lambda: "CERTIFICATE_VERIFY_FAILED" in caplog.text, "the TLS refusal")
+            assert not untrusted.connected
+        finally:
+            untrusted.close()
+            gc.collect()  # here, not in a later test
+        # trusting the private CA (SSL_CERT_FILE, as OpenSSL reads it): notices flow
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        heard: list[int] = []
+        publisher = NoticePublisher(tls)
+        listener = NoticeListener(tls, "edge-1", on_notice=heard.append, wait_s=30)
+        try:
+            publisher.start()
+            listener.start()
+            _eventually(lambda: publisher.connected and listener.connected, "TLS connections")
+            publisher.publish({"edge-1": 1})
+            _eventually(lambda: heard == [1], "the notice over TLS")
+        finally:
+            listener.close()
+            publisher.close()

@@ -17,6 +17,7 @@ back); :class:`NoticePublisher` is the controller's side::
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -49,7 +50,8 @@ _SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
 @dataclass(frozen=True)
 class MqttBroker:
     """Where the broker is, from ``mqtt://[user[:password]@]host[:port]`` (TCP, port 1883
-    by default) or ``mqtts://...`` (TLS with the system's CA certificates, port 8883)."""
+    by default) or ``mqtts://...`` (TLS, port 8883: the certificate and host name checked
+    against the system's CA certificates, or the file ``SSL_CERT_FILE`` names)."""
 
     host: str
     port: int
@@ -201,7 +203,8 @@ class MqttLink:
         self.on_connected(client)
 
     def _on_connect_fail(self, _c: Any, _u: Any) -> None:
-        self._down("cannot connect")
+        error = sys.exc_info()[1]  # paho calls this while it handles the connection's OSError
+        self._down(f"cannot connect: {error}" if error is not None else "cannot connect")
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         with self._lock:
