@@ -140,6 +140,7 @@ async def test_the_agent_converges_through_notices_and_without_the_broker(
                     _deployment(client, replicas=1)
                     await eventually(lambda: holds(1), timeout_s=NOTICE_S, what="gen 1")
                 assert agent.desired is not None and len(agent.desired.assignments) == 1
+                assert "edgetier_controller_notice_broker_up 1.0" in client.get("/metrics").text
 
                 # 2. the broker dies: both sides say so, the long poll brings the change
                 broker.kill()
@@ -147,6 +148,7 @@ async def test_the_agent_converges_through_notices_and_without_the_broker(
                     lambda: not agent.notices.connected and not service.notices.connected,
                     what="both sides seeing the broker gone",
                 )
+                assert "edgetier_controller_notice_broker_up 0.0" in client.get("/metrics").text
                 await eventually(lambda: polls.parked_at(1), what="a parked poll")
                 _deployment(client, replicas=None)
                 await eventually(lambda: holds(2), timeout_s=NOTICE_S, what="gen 2 by long poll")

@@ -62,6 +62,13 @@ class _FleetCollector(Collector):
             "Desired-state long polls parked now",
             value=self.service.notifier.waiting,
         )
+        notices = self.service.notices
+        if notices is not None:  # --mqtt: alert on this rather than on the log line
+            yield GaugeMetricFamily(
+                "edgetier_controller_notice_broker_up",
+                "1 while the MQTT broker of change notices is connected, else 0",
+                value=1.0 if notices.connected else 0.0,
+            )
 
 
 class ControllerMetrics:
