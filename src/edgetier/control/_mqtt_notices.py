@@ -177,7 +177,8 @@ class MqttLink:
         self._connected = False
 
     def on_connected(self, client: Any) -> None:
-        """Called in paho's thread on every (re)connection."""
+        """Called in paho's thread on every (re)connection, before :attr:`connected` is
+        True again."""
 
     def on_link(self, up: bool, why: str) -> None:
         """Called in paho's thread when the broker goes away (once) or is back."""
@@ -189,9 +190,11 @@ class MqttLink:
             self._down(f"connection refused: {reason}")
             return
         with self._lock:
-            self._connected = True
             first, self._ever_connected = not self._ever_connected, True
             down_since, self._down_since = self._down_since, None
+        self.on_connected(client)
+        with self._lock:
+            self._connected = True
         if down_since is not None:
             away_s = time.monotonic() - down_since
             self.log.info(
@@ -200,7 +203,6 @@ class MqttLink:
             self.on_link(True, "")
         elif first:
             self.log.info("MQTT broker %s connected: %s", self.broker, self.resumed)
-        self.on_connected(client)
 
     def _on_connect_fail(self, _c: Any, _u: Any) -> None:
         error = sys.exc_info()[1]  # paho calls this while it handles the connection's OSError
@@ -260,10 +262,16 @@ class NoticePublisher(MqttLink):
             self._send(node, generation)
 
     def on_connected(self, client: Any) -> None:
-        with self._lock:
-            held, self._held = self._held, {}
-        for node, generation in held.items():
-            self._send(node, generation)
+        """Send what was held, until nothing is, before ``publish`` sends directly again
+        (so that a held, older generation is never sent after a newer one)."""
+        while True:
+            with self._lock:
+                held, self._held = self._held, {}
+                if not held:
+                    self._connected = True
+                    return
+            for node, generation in held.items():
+                self._send(node, generation)
 
     def _send(self, node: str, generation: int) -> None:
         payload = DesiredNotice(generation=generation).payload()
