@@ -2,7 +2,8 @@
 
 A node installs ``pip install edgetier`` and adds extras for what it does: ``video`` for
 pipelines, ``bench`` for benchmarks and plots, ``train`` for training, ``tflite`` for the
-LiteRT engine, ``control`` for the fleet controller. A missing module is turned into a
+LiteRT engine, ``control`` for the fleet controller, ``mqtt`` for MQTT change notices
+(``video`` brings paho-mqtt too, for the MQTT sink). A missing module is turned into a
 MissingExtraError with the install command at the edge (the CLI, a lazy import)::
 
     try:
@@ -22,7 +23,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "cv2": "video",
     "supervision": "video",
     "trackers": "video",
-    "paho": "video",
+    "paho": "mqtt",
     "asyncua": "video",
     "motmetrics": "video",
     "matplotlib": "bench",

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from edgetier.agent._errors import (
     CredentialRejectedError,
     OutboxGapError,
 )
+from edgetier.agent._notices import NoticeListener
 from edgetier.agent._reconcile import Reconciler
 from edgetier.agent._settings import AgentSettings
 from edgetier.agent._store import AgentStore, Credential
@@ -39,6 +40,7 @@ from edgetier.control import (
     DesiredState,
     EnrolRequest,
     Heartbeat,
+    MqttBroker,
     RecordBatch,
     TelemetrySummary,
 )
@@ -81,6 +83,17 @@ class Agent:
         self._wake = asyncio.Event()
         self._outbox_ready = asyncio.Event()
         self._poll_now = asyncio.Event()
+        self._fetch_now = asyncio.Event()  # a change notice: fetch desired state at once
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.notices: NoticeListener | None = None
+        if settings.mqtt_url is not None:  # paho missing: MissingExtraError now, not later
+            self.notices = NoticeListener(
+                MqttBroker.parse(settings.mqtt_url),
+                settings.name,
+                on_notice=lambda generation: self._soon(self._notice, generation),
+                on_link=lambda up, why: self._soon(self._notice_link, up, why),
+                wait_s=settings.wait_s,
+            )
         self._link_down_since: float | None = None
         self._gap: str | None = None
         self._fatal: BaseException | None = None
@@ -92,6 +105,7 @@ class Agent:
         credential (CredentialRejectedError, after the children are stopped)."""
         stop = stop or asyncio.Event()
         settings = self.settings
+        self._loop = asyncio.get_running_loop()
         store = self.store = AgentStore(settings.store_dir, keep_acked=settings.keep_acked_records)
         try:
             store.claim(settings.name, ",".join(settings.controller_urls))
@@ -141,6 +155,8 @@ class Agent:
             if not isinstance(self._fatal, CredentialRejectedError):
                 await self._flush(FLUSH_TIMEOUT_S)
         finally:
+            if self.notices is not None:
+                await asyncio.to_thread(self.notices.close)
             if self.reconciler is not None:  # stopped by an error or a cancellation too
                 await self.reconciler.close()
             await self.client.aclose()
@@ -226,6 +242,8 @@ class Agent:
         self.node = credential.node
         self.client.credential = credential.credential
         self.credential = credential
+        if self.notices is not None:
+            self.notices.start()
         loops = [
             self._guard(self._heartbeat_loop(telemetry)),
             self._guard(self._poll_loop()),
@@ -335,9 +353,7 @@ class Agent:
         while True:
             self._poll_now.clear()
             try:
-                answer = await self.client.desired(
-                    self.node, etag=etag, wait_s=self.settings.wait_s
-                )
+                answer = await self._desired(etag)
             except ControllerUnreachableError as exc:
                 self._link(False, str(exc))
                 await self._pause(backoff.failed(), self._poll_now)
@@ -370,6 +386,49 @@ class Agent:
                 {"generation": desired.generation, "assignments": len(desired.assignments)},
             )
             self._wake.set()
+
+    async def _desired(self, etag: str | None) -> tuple[DesiredState, str | None] | None:
+        """The long poll; with change notices, a notice cuts it short and the desired
+        state is asked for at once (the parked poll may be on a replica that never wakes)."""
+        wait_s = self.settings.wait_s
+        if self.notices is None:
+            return await self.client.desired(self.node, etag=etag, wait_s=wait_s)
+        if not self._fetch_now.is_set():
+            poll = asyncio.create_task(self.client.desired(self.node, etag=etag, wait_s=wait_s))
+            notice = asyncio.create_task(self._fetch_now.wait())
+            try:
+                await asyncio.wait({poll, notice}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                notice.cancel()
+                if not poll.done():
+                    poll.cancel()
+                await asyncio.gather(poll, notice, return_exceptions=True)
+            if not poll.cancelled():
+                return poll.result()  # answered first (a notice meanwhile: asked next time)
+        self._fetch_now.clear()
+        return await self.client.desired(self.node, etag=etag, wait_s=0)
+
+    def _notice(self, generation: int) -> None:
+        """A change notice (on the event loop): fetch now unless this generation is held."""
+        held = self.desired.generation if self.desired is not None else 0
+        if generation == held:
+            return
+        log.debug("change notice: generation %d (holding %d): fetching now", generation, held)
+        self._fetch_now.set()
+        self._poll_now.set()  # also cuts a back-off short
+
+    def _notice_link(self, up: bool, why: str) -> None:
+        data = {"broker": str(self.notices.broker) if self.notices else ""}
+        if not up:
+            data["error"] = why[:300]
+        self.record("notices.reachable" if up else "notices.unreachable", self.node, data)
+
+    def _soon(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback(*args)`` on the agent's event loop (from paho's thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile
+                loop.call_soon_threadsafe(callback, *args)
 
     async def _deliver_loop(self) -> None:
         backoff = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from edgetier.config import ConfigModel, FieldError
-from edgetier.control import Metadata
+from edgetier.control import Metadata, check_mqtt_url
 
 __all__ = ["PORTS_PER_SLOT", "AgentSettings", "TierName", "edgetier_command"]
 
@@ -56,6 +56,11 @@ class AgentSettings(ConfigModel):
     store: Path | None = Field(default=None, description="None: var/agent/NAME")
     heartbeat_s: float = Field(default=5.0, gt=0, le=3600, description="until the reply sets it")
     wait_s: float = Field(default=30.0, gt=0, le=60, description="long poll of desired state")
+    mqtt_url: str | None = Field(
+        default=None,
+        description="MQTT broker of the controller's change notices, "
+        "mqtt://[user[:password]@]host[:port] or mqtts://...; None: the long poll alone",
+    )
     request_timeout_s: float = Field(default=10.0, gt=0)
     download_timeout_s: float = Field(default=300.0, gt=0)
     batch_size: int = Field(default=200, ge=1, le=500, description="records per POST")
@@ -103,6 +108,7 @@ class AgentSettings(ConfigModel):
             for part in (item.split(",") if isinstance(item, str) else [item])
         ]
         return [part for part in split if part != ""]
+    _mqtt_url = field_validator("mqtt_url")(check_mqtt_url)
 
     @field_validator("name")
     @classmethod

@@ -53,6 +53,14 @@ def agent(
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address the inference server listens on."
     ),
+    mqtt_url: str | None = typer.Option(
+        None,
+        "--mqtt",
+        envvar="EDGETIER_MQTT",
+        help="MQTT broker of the controller's change notices, "
+        "mqtt://[user[:password]@]host[:port] or mqtts://...: desired state is fetched as "
+        "soon as a notice comes; the long poll goes on beside it (needs the mqtt extra).",
+    ),
     config: Path | None = typer.Option(
         None,
         "--config",
@@ -103,7 +111,8 @@ def agent(
                 raise ConfigError(
                     f"command line: --{required}: required (or {required} in --config)"
                 )
-        elsewhere = {key: ("command line", "--" + key.replace("_", "-")) for key in given}
+        flags = {param.name: param.opts[0] for param in ctx.command.params}
+        elsewhere = {key: ("command line", flags[key]) for key in given}
         settings = validate(
             AgentSettings, data, source=source, what="agent settings", given_elsewhere=elsewhere
         )

@@ -93,6 +93,16 @@ def conditions_text(conditions: list[dict[str, Any]]) -> str:
     return ", ".join(c["type"] for c in conditions if c.get("status") == "True") or "-"
 
 
+def check_mqtt_option(value: str | None) -> str | None:
+    """``--mqtt``: a broker URL (checked here, so that the error names the option)."""
+    from edgetier.control import check_mqtt_url
+
+    try:
+        return check_mqtt_url(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def controller(
     data_dir: Path = typer.Option(
         Path("var/controller"), "--data-dir", help="Database, artifacts and operator token."
@@ -114,13 +124,21 @@ def controller(
     downsampled_retention_s: float = typer.Option(
         86400.0, "--downsampled-retention-s", min=0, help="Keep per-minute means this long."
     ),
+    mqtt: str | None = typer.Option(
+        None,
+        "--mqtt",
+        envvar="EDGETIER_MQTT",
+        callback=check_mqtt_option,
+        help="MQTT broker for change notices, mqtt://[user[:password]@]host[:port] or "
+        "mqtts://...: agents started with --mqtt converge at once (settings field mqtt_url).",
+    ),
 ) -> None:
     """Run the fleet controller: its API (docs at /docs), database and reconcile loop.
 
     Needs the control extra: pip install 'edgetier[control]'.
     """
     from edgetier.control import Controller, ControllerSettings
-    from edgetier.errors import EdgeTierError
+    from edgetier.errors import EdgeTierError, MissingExtraError
 
     try:
         settings = ControllerSettings(
@@ -131,9 +149,12 @@ def controller(
             database_url=database_url,
             raw_retention_s=raw_retention_s,
             downsampled_retention_s=downsampled_retention_s,
+            mqtt_url=mqtt,
         )
         server = Controller(settings)
         typer.echo(server.banner(), err=True)
         server.run()
+    except MissingExtraError:
+        raise  # the CLI names the extra to install (exit status 3)
     except EdgeTierError as exc:
         raise fail(exc.message) from None

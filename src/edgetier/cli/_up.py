@@ -52,7 +52,9 @@ def up(
         Path("var"), "--data-dir", help="Controller, agents and logs go below this."
     ),
     broker: bool = typer.Option(
-        True, "--broker/--no-broker", help="Start Mosquitto on 1883 when it is installed."
+        True,
+        "--broker/--no-broker",
+        help="Start Mosquitto on 1883 when it is installed (events, change notices).",
     ),
 ) -> None:
     """Run a controller, three agents (three tiers) and the demo deployments on this machine;
@@ -91,6 +93,7 @@ class _Fleet:
         self.logs = data_dir / "up-logs"
         self.children: list[_Child] = []
         self.broker = False
+        self.notices: list[str] = []  # --mqtt for the controller and agents
         self.exe = str(Path(sys.executable).with_name("edgetier"))
 
     # -- starting ----------------------------------------------------------------------
@@ -109,6 +112,8 @@ class _Fleet:
                     "and --port-base"
                 )
         self.broker = broker and _free(1883) and shutil.which("mosquitto") is not None
+        # change notices over that broker when paho-mqtt (the mqtt extra) is installed
+        self.notices = ["--mqtt", "mqtt://127.0.0.1:1883"] if self.broker and _has_paho() else []
 
     def _spawn(self, name: str, args: list[str]) -> _Child:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -140,6 +145,7 @@ class _Fleet:
                 str(self.controller_dir),
                 "--port",
                 str(self.port),
+                *self.notices,
             ],
         )
         deadline = time.monotonic() + 60
@@ -177,6 +183,7 @@ class _Fleet:
                     str(store),
                     "--labels",
                     labels,
+                    *self.notices,
                 ]
                 if name not in existing or not (store / "agent.db").exists():
                     token = api.post(
@@ -352,3 +359,9 @@ def _failed(child: _Child, what: str) -> Exception:
 
     tail = child.log.read_text(errors="replace")[-2000:] if child.log.exists() else ""
     return StartupError(f"{what}; the end of its log ({child.log}):\n{tail}")
+
+
+def _has_paho() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("paho") is not None

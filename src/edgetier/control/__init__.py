@@ -8,6 +8,7 @@ print(decision.explain())
 The controller's names (``Controller``, ``ControllerSettings``, ``ControlService``,
 ``create_app``) load on first use and need the ``control`` extra
 (``pip install 'edgetier[control]'``); ``ControllerClient`` needs only the core install.
+MQTT change notices (``MqttLink``, ``--mqtt``) need the ``mqtt`` extra.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edgetier._lazy import lazy_names
+from edgetier.control._mqtt_notices import MqttBroker, MqttLink, check_mqtt_url
 from edgetier.control._policy import TierAwarePolicy
 from edgetier.control._protocol import (
     Assignment,
+    DesiredNotice,
     DesiredState,
     EnrolRequest,
     EnrolResponse,
@@ -29,6 +32,7 @@ from edgetier.control._protocol import (
     RecordBatch,
     WorkloadHealth,
     WorkloadState,
+    notice_topic,
 )
 from edgetier.control._resources import (
     API_VERSION,
@@ -73,6 +77,7 @@ __all__ = [
     "Deployment",
     "DeploymentSpec",
     "DeploymentStatus",
+    "DesiredNotice",
     "DesiredState",
     "EnrolRequest",
     "EnrolResponse",
@@ -83,6 +88,8 @@ __all__ = [
     "Metadata",
     "ModelRef",
     "ModelVersionInfo",
+    "MqttBroker",
+    "MqttLink",
     "Node",
     "NodeReport",
     "NodeSpec",
@@ -100,8 +107,10 @@ __all__ = [
     "TierAwarePolicy",
     "WorkloadHealth",
     "WorkloadState",
+    "check_mqtt_url",
     "create_app",
     "load_resource",
+    "notice_topic",
     "schedule",
 ]
 

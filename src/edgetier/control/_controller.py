@@ -140,6 +140,12 @@ class Controller:
             self._thread = None
         self.service.close()
 
+    def _notices(self) -> str:
+        notices = self.service.notices
+        if notices is None:
+            return "long poll only (no --mqtt)"
+        return f"{notices.broker} (edgetier/v1/nodes/<node>/desired) and the long poll"
+
     def banner(self) -> str:
         url = self.url
         return "\n".join(
@@ -153,6 +159,7 @@ class Controller:
                 f"{'always' if self.service.db.is_sqlite else 'when it holds the lock'})",
                 f"  operator token:  {self.operator_token_file}",
                 f"  node timeout:    {self.settings.node_timeout_s:g} s",
+                f"  change notices:  {self._notices()}",
             ]
         )
 

@@ -75,6 +75,13 @@ class _FleetCollector(Collector):
             "1 while this replica runs the background passes (always on SQLite)",
             value=1 if self.service.is_leader else 0,
         )
+        notices = self.service.notices
+        if notices is not None:  # --mqtt: alert on this rather than on the log line
+            yield GaugeMetricFamily(
+                "edgetier_controller_notice_broker_up",
+                "1 while the MQTT broker of change notices is connected, else 0",
+                value=1.0 if notices.connected else 0.0,
+            )
 
 
 class ControllerMetrics:

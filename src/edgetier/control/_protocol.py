@@ -11,6 +11,10 @@ records numbered per node, which the controller ingests idempotently::
     GET  /v1/nodes/{node}/desired?wait_s=  (If-None-Match)   -> DesiredState | 304
     POST /v1/nodes/{node}/records          RecordBatch       -> RecordAck
     GET  /v1/artifacts/{digest}            (assigned to the node)  -> the bytes
+
+Where an MQTT broker is configured, the controller also publishes a :class:`DesiredNotice`
+on :func:`notice_topic` (QoS 1, retained) whenever a node's desired generation changes; the
+agent fetches at once on a notice. Notices only hurry the long poll: nothing depends on them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from edgetier.control._resources import (
 
 __all__ = [
     "Assignment",
+    "DesiredNotice",
     "DesiredState",
     "EnrolRequest",
     "EnrolResponse",
@@ -42,6 +47,7 @@ __all__ = [
     "RecordBatch",
     "WorkloadHealth",
     "WorkloadState",
+    "notice_topic",
 ]
 
 MAX_WAIT_S = 60.0
@@ -177,3 +183,24 @@ class RecordAck(_Message):
 
     acked_through: int = Field(ge=0)
     duplicates: int = Field(default=0, ge=0, description="records already stored, ignored")
+
+
+NOTICE_TOPIC_PREFIX = "edgetier/v1/nodes"
+
+
+def notice_topic(node: str) -> str:
+    """The MQTT topic of a node's change notices: ``edgetier/v1/nodes/<node>/desired``
+    (node names are DNS labels, so never hold ``/``, ``+`` or ``#``)."""
+    return f"{NOTICE_TOPIC_PREFIX}/{node}/desired"
+
+
+class DesiredNotice(ConfigModel):
+    """A change notice: the node's desired state is now at ``generation``. Fields a later
+    controller adds are ignored, so notices stay additive as the rest of the protocol."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    generation: int = Field(ge=0)
+
+    def payload(self) -> bytes:
+        return self.model_dump_json().encode()

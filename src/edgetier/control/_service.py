@@ -58,6 +58,7 @@ from edgetier.control._leader import Leadership
 from edgetier.control._loop import Pending
 from edgetier.control._metrics import ControllerMetrics
 from edgetier.control._modelfacts import onnx_facts, parse_config, platform_of, throughput
+from edgetier.control._mqtt_notices import MqttBroker, NoticePublisher
 from edgetier.control._notify import DesiredNotifier
 from edgetier.control._pgnotify import PgNotices
 from edgetier.control._protocol import (
@@ -152,6 +153,9 @@ class ControlService:
         self.settings = settings
         self.clock = clock
         self.policy = policy
+        self.notices: NoticePublisher | None = None  # MQTT change notices (mqtt_url)
+        if settings.mqtt_url is not None:  # before anything is created: paho may be missing
+            self.notices = NoticePublisher(MqttBroker.parse(settings.mqtt_url))
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.url)
@@ -184,6 +188,8 @@ class ControlService:
             if self.pg_notices is not None and change.changed:  # other replicas, at commit
                 self.pg_notices.send_desired(session, change.changed)
         self.notifier.publish(change.changed)
+        if self.notices is not None:
+            self.notices.publish(change.changed)
 
     @property
     def is_leader(self) -> bool:
@@ -208,10 +214,13 @@ class ControlService:
     def start(self) -> None:
         """Migrate the schema; make sure ``<data dir>/operator-token`` holds a valid
         operator token (created on the first start, or when the file was removed); on
-        PostgreSQL, listen for the other replicas' notices."""
+        PostgreSQL, listen for the other replicas' notices; connect to the MQTT broker in
+        the background when ``mqtt_url`` is set."""
         self.db.migrate()
         if self.pg_notices is not None:
             self.pg_notices.start()
+        if self.notices is not None:
+            self.notices.start()
         path = self.settings.data_dir / OPERATOR_TOKEN_FILE
         now = self.clock()
         if path.is_file():
@@ -238,6 +247,8 @@ class ControlService:
         self.operator_token = text
 
     def close(self) -> None:
+        if self.notices is not None:
+            self.notices.close()
         if self.pg_notices is not None:
             self.pg_notices.stop()
         self.leadership.release()

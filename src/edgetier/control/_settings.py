@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgetier.config import ConfigModel
+from edgetier.control._mqtt_notices import check_mqtt_url
 from edgetier.control._telemetry import RetentionPolicy
 
 __all__ = ["DAY_S", "ControllerSettings"]
@@ -39,6 +40,13 @@ class ControllerSettings(ConfigModel):
     telemetry_bucket_s: int = Field(default=60, ge=1)
     downsampled_retention_s: float = Field(default=DAY_S, ge=0)
     compact_interval_s: float = Field(default=60.0, gt=0)
+    mqtt_url: str | None = Field(
+        default=None,
+        description="MQTT broker for change notices, mqtt://[user[:password]@]host[:port] "
+        "or mqtts://...; None: agents learn of changes through their long poll only",
+    )
+
+    _mqtt_url = field_validator("mqtt_url")(check_mqtt_url)
 
     @model_validator(mode="after")
     def _retention(self) -> ControllerSettings:

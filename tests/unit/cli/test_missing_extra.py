@@ -70,3 +70,17 @@ def test_the_fleet_client_commands_need_no_extra() -> None:
     assert result.returncode == 1, result.stderr
     assert f"cannot reach the controller at {url}" in result.stderr
     assert "not installed" not in result.stderr
+
+
+def test_mqtt_notices_name_the_mqtt_extra(tmp_path: Path) -> None:
+    broker = ["--mqtt", f"mqtt://127.0.0.1:{free_port()}"]
+    paho = {"paho"}
+    result = _edgetier("controller", "--data-dir", str(tmp_path / "c"), *broker, blocked=paho)
+    assert result.returncode == 3, result.stderr
+    assert "install it with: pip install 'edgetier[mqtt]'" in result.stderr
+    assert not (tmp_path / "c").exists()  # refused before anything was created
+    agent = ["--controller", "http://127.0.0.1:9", "--name", "e", "--token", "t" * 20]
+    result = _edgetier("agent", *agent, "--store", str(tmp_path / "a"), *broker, blocked=paho)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "install it with: pip install 'edgetier[mqtt]'" in result.stderr
