@@ -22,13 +22,16 @@ install: venv
 install-test: venv
 	$(PIP) -e '.[video,bench,control,test]'
 
-# Debian packages the integration tests start themselves: the MQTT broker and an RTSP
-# relay (rtsp-server-perl); only the missing ones are installed. The relay's packaged
-# service (ports 554/5545 on every interface) is not needed and is turned off.
+# Debian packages the integration tests start themselves: the MQTT broker, an RTSP
+# relay (rtsp-server-perl) and the headless browser that drives the dashboard test
+# (chromium with its chromium-driver); only the missing ones are installed. The relay's
+# packaged service (ports 554/5545 on every interface) is not needed and is turned off.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || missing="$$missing mosquitto"; \
 	command -v rtsp-server-perl >/dev/null 2>&1 || missing="$$missing rtsp-server-perl"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	[ -z "$$missing" ] || ( \
 	  (apt-get update -qq || sudo apt-get update -qq) && \
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || \
