@@ -429,3 +429,42 @@ def test_rollouts_show_state_batch_and_progress(
     WebDriverWait(browser, TILE_DEADLINE_S).until(
         lambda b: b.find_element(By.ID, "no-rollouts").is_displayed()
     )
+
+
+@needs_browser
+def test_a_large_tier_is_drawn_as_squares(fleet: Any, browser: WebDriver) -> None:
+    controller, client, _ = fleet
+    extra = [f"edge-x{i:02d}" for i in range(22)]  # the edge tier then holds 25 (> 24) nodes
+    for name in extra:
+        token = client.post("/v1/tokens", json={"kind": "enrol"}).json()["token"]
+        enrolled = httpx.post(
+            f"{controller.url}/v1/enrol",
+            json={"token": token, "name": name, "tier": "edge", "profile": "jetson-xavier-nx"},
+        )
+        assert enrolled.status_code == 201, enrolled.text
+        # one heartbeat, then silence: each goes Offline after the node timeout
+        beat = httpx.post(
+            f"{controller.url}/v1/nodes/{name}/heartbeat",
+            json={"telemetry": {"time": _now(), "utilisation": 0.5, "power_w": 10.0}},
+            headers={"Authorization": f"Bearer {enrolled.json()['credential']}"},
+        )
+        assert beat.status_code == 200, beat.text
+
+    _sign_in(browser, controller.url, controller.service.operator_token)
+    WebDriverWait(browser, 15).until(
+        lambda b: {t["health"] for n, t in _tiles(b).items() if n in extra} == {"offline"}
+    )
+    squares = browser.execute_script(
+        "return [...document.querySelectorAll('#tier-edge .node-tile.compact')]"
+        ".map(s => [s.dataset.node, s.title, getComputedStyle(s).backgroundColor])"
+    )
+    assert sorted(name for name, _, _ in squares) == sorted([*extra, "edge-1", "edge-2", "edge-3"])
+    by_name = {name: (title, colour) for name, title, colour in squares}
+    title, colour = by_name["edge-1"]
+    assert "Ready" in title and "38.0 W" in title and "62.0 °C" in title
+    red, green, blue = _rgb(by_name["edge-x00"][1])
+    assert red > 180 and green < 80 and blue < 80
+    assert _rgb(colour) != (red, green, blue)
+    # the small tiers keep their full tiles
+    assert not browser.find_elements(By.CSS_SELECTOR, "#tier-terminal .node-tile.compact")
+    assert "25 nodes · 22 offline" in _text(browser, "#tier-edge h3").lower()

@@ -9,6 +9,7 @@ const TIERS = ["terminal", "edge", "region", "cloud"];
 const EVENTS_SHOWN = 60;
 const TOKEN_KEY = "edgetier.operator-token";
 const HOT_MARGIN_C = 5; // the scheduler's thermal filter: within 5 degC of the limit
+const COMPACT_OVER = 24; // a tier with more nodes draws each as a small square
 
 const REFRESH_S = (() => {
   const asked = Number(new URLSearchParams(location.search).get("refresh_s"));
@@ -131,6 +132,25 @@ function nodeTile(node) {
   );
 }
 
+// A large tier: one coloured square per node, its figures in the tooltip.
+function nodeSquare(node) {
+  const health = nodeHealth(node);
+  const t = node.status.telemetry || {};
+  const lines = [
+    `${node.metadata.name} (${node.spec.profile}): ${health.label}`,
+    health.why,
+    `utilisation ${t.utilisation == null ? "n/a" : `${(t.utilisation * 100).toFixed(0)} %`}, ` +
+      `power ${figure(t.power_w, 1, "W")}, temperature ${figure(t.temperature_c, 1, "°C")}`,
+    `heartbeat ${ago(node.status.last_heartbeat)}`,
+  ];
+  return el("span", {
+    class: `node-tile compact health-${health.state}`,
+    "data-node": node.metadata.name,
+    "data-health": health.state,
+    title: lines.filter(Boolean).join("\n"),
+  });
+}
+
 function drawNodes(nodes) {
   const tiers = $("tiers");
   const sections = [];
@@ -140,10 +160,12 @@ function drawNodes(nodes) {
     const members = nodes.filter((n) => n.spec.tier === tier);
     if (!members.length) continue;
     const down = members.filter((n) => nodeHealth(n).state === "offline").length;
+    const compact = members.length > COMPACT_OVER;
     sections.push(el("section", { class: "tier", "data-tier": tier, id: `tier-${tier}` },
       el("h3", { text: `${tier} · ${members.length} node${members.length === 1 ? "" : "s"}` +
-        (down ? ` · ${down} offline` : "") }),
-      el("div", { class: "tier-nodes" }, ...members.map(nodeTile))));
+        (down ? ` · ${down} offline` : "") + (compact ? " · hover a square for its figures" : "") }),
+      el("div", { class: compact ? "tier-nodes compact" : "tier-nodes" },
+        ...members.map(compact ? nodeSquare : nodeTile))));
   }
   if (!sections.length) sections.push(el("p", { class: "muted", text: "No nodes enrolled yet." }));
   tiers.replaceChildren(...sections);
