@@ -242,6 +242,17 @@ def test_a_wrong_token_is_refused(fleet: Any, browser: WebDriver) -> None:
     )
     assert not browser.find_element(By.ID, "dashboard").is_displayed()
 
+    # an operator token revoked while the page is open ends the session at the next refresh
+    second = client.post("/v1/tokens", json={"kind": "operator"}).json()
+    _sign_in(browser, controller.url, second["token"])
+    WebDriverWait(browser, 10).until(lambda b: len(_tiles(b)) == len(FLEET))
+    assert client.delete(f"/v1/tokens/{second['id']}").status_code == 200
+    WebDriverWait(browser, TILE_DEADLINE_S).until(
+        lambda b: "no longer accepts this token" in _text(b, "#login-error")
+    )
+    assert not browser.find_element(By.ID, "dashboard").is_displayed()
+    assert browser.execute_script("return sessionStorage.length") == 0
+
 
 @needs_browser
 def test_nodes_by_tier_and_a_lost_node_turns_red(

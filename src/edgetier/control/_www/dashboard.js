@@ -18,6 +18,9 @@ const REFRESH_S = (() => {
 
 const $ = (id) => document.getElementById(id);
 let timer = null;
+// the controller's clock minus this browser's, from the Date header (whole seconds, so a
+// difference under 2 s is taken for none)
+let skewMs = 0;
 let generation = 0; // bumped on sign-out so that a late answer draws nothing
 
 class ApiError extends Error {
@@ -32,6 +35,8 @@ async function api(path, token) {
     headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
     cache: "no-store",
   });
+  const date = Date.parse(answer.headers.get("date") || "");
+  if (Number.isFinite(date)) skewMs = Math.abs(date - Date.now()) < 2000 ? 0 : date - Date.now();
   if (!answer.ok) {
     let message = `${answer.status} ${answer.statusText}`;
     try {
@@ -68,7 +73,7 @@ function clock(time) {
 
 function ago(iso) {
   if (!iso) return "never";
-  const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  const seconds = Math.max(0, (Date.now() + skewMs - Date.parse(iso)) / 1000);
   if (seconds < 90) return `${seconds.toFixed(0)} s ago`;
   if (seconds < 5400) return `${(seconds / 60).toFixed(0)} min ago`;
   return `${(seconds / 3600).toFixed(1)} h ago`;
@@ -269,7 +274,8 @@ function drawEvents(events) {
 
 async function rolloutsOrNone(token) {
   try {
-    return await api("/v1/rollouts", token);
+    const answer = await api("/v1/rollouts", token);
+    return Array.isArray(answer) ? answer : (answer && (answer.rollouts || answer.items)) || [];
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) return null;
     throw error;
