@@ -23,14 +23,17 @@ install-test: venv
 	$(PIP) -e '.[video,bench,control,test]'
 
 # Debian packages the integration tests start themselves: the MQTT broker, an RTSP
-# relay (rtsp-server-perl) and PostgreSQL (the tests run their own cluster with initdb);
-# only the missing ones are installed. The packaged services of the relay (ports 554/5545
-# on every interface) and of PostgreSQL (port 5432) are not needed and are turned off.
+# relay (rtsp-server-perl), PostgreSQL (the tests run their own cluster with initdb) and the
+# headless browser that drives the dashboard test (chromium with its chromium-driver); only
+# the missing ones are installed. The packaged services of the relay (ports 554/5545 on
+# every interface) and of PostgreSQL (port 5432) are not needed and are turned off.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || missing="$$missing mosquitto"; \
 	command -v rtsp-server-perl >/dev/null 2>&1 || missing="$$missing rtsp-server-perl"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	[ -z "$$missing" ] || ( \
 	  (apt-get update -qq || sudo apt-get update -qq) && \
 	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || \

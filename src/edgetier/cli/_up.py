@@ -289,6 +289,7 @@ class _Fleet:
             "\nEdgeTier is up: a controller, 3 nodes in 3 tiers, 2 deployments.\n\n"
             f"  API        {self.url}   (OpenAPI docs {self.url}/docs, metrics "
             f"{self.url}/metrics)\n"
+            f"  dashboard  {self.url}/ui   (sign in with the token)\n"
             f"  token      {self.token}\n"
             f"             (the CLI reads it from {self.controller_dir}/operator-token)\n"
             "  nodes      local (this machine, serves the demo model), nano-1 (terminal, "

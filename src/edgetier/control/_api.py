@@ -28,6 +28,7 @@ from edgetier import __version__
 from edgetier.config import validate
 from edgetier.control import _loop
 from edgetier.control._auth import Principal
+from edgetier.control._dashboard import mount_dashboard
 from edgetier.control._events import SequenceGapError
 from edgetier.control._metrics import MetricsMiddleware
 from edgetier.control._protocol import (
@@ -326,9 +327,10 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
         after: int = Query(0, ge=0, description="with source: its sequence; without: the id"),
         kind: str | None = Query(None),
         limit: int = Query(500, ge=1, le=5000),
+        newest: bool = Query(False, description="the last `limit` events instead of the first"),
     ) -> list[dict[str, Any]]:
         """The append-only event log, oldest first."""
-        return service.events(source=source, after=after, kind=kind, limit=limit)
+        return service.events(source=source, after=after, kind=kind, limit=limit, newest=newest)
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     def metrics() -> Response:
@@ -346,6 +348,7 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
             "replica": service.replica,
         }
 
+    mount_dashboard(app)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=app.routes)
     return app
 

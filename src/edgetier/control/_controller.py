@@ -151,6 +151,7 @@ class Controller:
         return "\n".join(
             [
                 f"edgetier controller listening on {url}",
+                f"  dashboard:       {url}/ui   (sign in with the operator token)",
                 f"  API docs:        {url}/docs   (schema: {url}/openapi.json)",
                 f"  metrics:         {url}/metrics",
                 f"  events:          {url}/v1/events",

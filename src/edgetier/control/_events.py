@@ -140,18 +140,23 @@ def list_events(
     after: int = 0,
     kind: str | None = None,
     limit: int = 500,
+    newest: bool = False,
 ) -> list[EventRow]:
     """Events in order: with ``source``, after its sequence ``after``; without, after the
-    log's position ``after`` (the ``id``)."""
+    log's position ``after`` (the ``id``). ``newest``: the last ``limit`` of them (still
+    oldest first), as a log viewer shows."""
     query = select(EventRow)
     if source is not None:
         query = query.where(EventRow.source == source, EventRow.sequence > after)
-        query = query.order_by(EventRow.sequence)
+        order = EventRow.sequence
     else:
-        query = query.where(EventRow.id > after).order_by(EventRow.id)
+        query = query.where(EventRow.id > after)
+        order = EventRow.id
     if kind is not None:
         query = query.where(EventRow.kind == kind)
-    return list(session.scalars(query.limit(limit)))
+    if newest:
+        return list(reversed(session.scalars(query.order_by(order.desc()).limit(limit)).all()))
+    return list(session.scalars(query.order_by(order).limit(limit)))
 
 
 def event_dict(row: EventRow) -> dict[str, Any]:

@@ -747,9 +747,12 @@ class ControlService:
         after: int = 0,
         kind: str | None = None,
         limit: int = 500,
+        newest: bool = False,
     ) -> list[dict[str, Any]]:
         with self.db.read() as session:
-            rows = list_events(session, source=source, after=after, kind=kind, limit=limit)
+            rows = list_events(
+                session, source=source, after=after, kind=kind, limit=limit, newest=newest
+            )
             return [event_dict(row) for row in rows]
 
     # -- the background loop's passes (edgetier.control._loop runs them) ---------------
