@@ -21,6 +21,7 @@ from edgetier.cli import (
     _nodes,
     _pipeline,
     _serve,
+    _simulate,
     _tokens,
     _up,
 )
@@ -86,6 +87,7 @@ app.command("up")(_up.up)
 app.add_typer(_nodes.app, name="nodes", cls=HelpGroup)
 app.add_typer(_deploy.app, name="deploy", cls=HelpGroup)
 app.add_typer(_tokens.app, name="tokens", cls=HelpGroup)
+app.add_typer(_simulate.app, name="fleet", cls=HelpGroup)
 
 
 def main() -> None:
