@@ -22,6 +22,7 @@ from edgetier.cli import (
     _pipeline,
     _rollout,
     _serve,
+    _simulate,
     _tokens,
     _up,
 )
@@ -88,6 +89,7 @@ app.add_typer(_nodes.app, name="nodes", cls=HelpGroup)
 app.add_typer(_deploy.app, name="deploy", cls=HelpGroup)
 app.add_typer(_rollout.app, name="rollout", cls=HelpGroup)
 app.add_typer(_tokens.app, name="tokens", cls=HelpGroup)
+app.add_typer(_simulate.app, name="fleet", cls=HelpGroup)
 
 
 def main() -> None:
