@@ -368,10 +368,11 @@ def test_nodes_by_tier_and_a_lost_node_turns_red(
     assert browser.execute_script("return sessionStorage.length") == 0
 
 
-# The rollout API (GET /v1/rollouts) belongs to the rollout driver; until a controller
-# has it, a stand-in route answers in its agreed shape so that the page's drawing of it is
-# tested: `deployment`, `state`, `from_revision`, `to_revision`, `batch` (1-based),
-# `batches`, `nodes_updated`, `nodes_total`, `message`, `started_at`, `updated_at`.
+# Rollouts in every state without driving real ones: the controller's GET /v1/rollouts
+# is replaced by a route that answers in its shape (the fields the page draws:
+# `deployment`, `state`, `from_revision`, `to_revision`, `batch` (1-based), `batches`,
+# `nodes_updated`, `nodes_total`, `message`, `started_at`, `updated_at`), so that the
+# page's drawing of each state is tested; test_fleet_rollout drives real ones.
 def _rollout(deployment: str, state: str, batch: int, updated: int, **more: Any) -> dict[str, Any]:
     return {
         "deployment": deployment,
@@ -397,6 +398,9 @@ def rollouts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     def with_rollouts(service: Any, **options: Any) -> Any:
         app = create_app(service, **options)
+        app.router.routes[:] = [
+            r for r in app.router.routes if getattr(r, "path", None) != "/v1/rollouts"
+        ]
 
         @app.get("/v1/rollouts")
         def list_rollouts(authorization: str | None = Header(None)) -> list[dict[str, Any]]:
