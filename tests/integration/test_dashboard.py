@@ -234,6 +234,10 @@ def test_a_wrong_token_is_refused(fleet: Any, browser: WebDriver) -> None:
     assert not browser.find_elements(By.CSS_SELECTOR, ".node-tile")
     assert browser.execute_script("return sessionStorage.length") == 0
 
+    # a token no header could carry is refused before it is sent
+    _sign_in(browser, controller.url, "eto_clé secrète")
+    WebDriverWait(browser, 10).until(lambda b: "printable ASCII" in _text(b, "#login-error"))
+
     # a valid token that is not an operator's (an enrolment token) is refused too
     enrol = client.post("/v1/tokens", json={"kind": "enrol"}).json()["token"]
     _sign_in(browser, controller.url, enrol)
@@ -302,29 +306,6 @@ def test_nodes_by_tier_and_a_lost_node_turns_red(
     assert browser.find_element(By.ID, "no-rollouts").is_displayed()
     assert "DeploymentApplied" in _text(browser, "#events")
 
-    # what nodes send is shown as text, never run as HTML
-    sent = nodes["edge-1"].client.post(
-        "/v1/nodes/edge-1/records",
-        json={
-            "records": [
-                {
-                    "sequence": 1,
-                    "time": _now(),
-                    "kind": "WorkloadFailed",
-                    "subject": '<img src="x" onerror="window.pwned = 1">',
-                    "data": {"message": "<b>not bold</b>"},
-                }
-            ]
-        },
-    )
-    assert sent.status_code == 200, sent.text
-    WebDriverWait(browser, TILE_DEADLINE_S).until(
-        lambda b: "<b>not bold</b>" in _text(b, "#events")
-    )
-    assert '<img src="x" onerror="window.pwned = 1">' in _text(browser, "#events")
-    assert browser.execute_script("return window.pwned === undefined")
-    assert not browser.find_elements(By.CSS_SELECTOR, "#events img, #events b")
-
     # the node's heartbeats stop: once the controller marks it Offline, its tile turns
     # red within the page's refresh period (and nothing else does)
     nodes["edge-2"].stop()
@@ -359,8 +340,31 @@ def test_nodes_by_tier_and_a_lost_node_turns_red(
     if shot:
         browser.execute_script("window.scrollTo(0, 0)")
         height = browser.execute_script("return document.body.scrollHeight")
-        browser.set_window_size(1440, max(900, int(height) + 40))
+        browser.set_window_size(1440, min(1500, max(900, int(height) + 40)))
         browser.save_screenshot(shot)
+
+    # what nodes send is shown as text, never run as HTML
+    sent = nodes["edge-1"].client.post(
+        "/v1/nodes/edge-1/records",
+        json={
+            "records": [
+                {
+                    "sequence": 1,
+                    "time": _now(),
+                    "kind": "WorkloadFailed",
+                    "subject": '<img src="x" onerror="window.pwned = 1">',
+                    "data": {"message": "<b>not bold</b>"},
+                }
+            ]
+        },
+    )
+    assert sent.status_code == 200, sent.text
+    WebDriverWait(browser, TILE_DEADLINE_S).until(
+        lambda b: "<b>not bold</b>" in _text(b, "#events")
+    )
+    assert '<img src="x" onerror="window.pwned = 1">' in _text(browser, "#events")
+    assert browser.execute_script("return window.pwned === undefined")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#events img, #events b")
 
     # signing out forgets the token: the sign-in form is back
     browser.find_element(By.ID, "logout").click()

@@ -59,10 +59,6 @@ def mount_dashboard(app: FastAPI) -> None:
     def ui_root() -> RedirectResponse:
         return RedirectResponse("/ui/", status_code=307)
 
-    @app.get("/ui/", include_in_schema=False)
-    def ui_index() -> Response:
-        return ui_file("index.html")
-
     @app.get("/ui/{name}", include_in_schema=False)
     def ui_file(name: str) -> Response:
         media_type = DASHBOARD_FILES.get(name)
@@ -70,3 +66,7 @@ def mount_dashboard(app: FastAPI) -> None:
             known = ", ".join(DASHBOARD_FILES)
             raise NotFoundError(f"dashboard file '{name}' does not exist; there are: {known}")
         return Response(_read(name), media_type=media_type, headers=_HEADERS)
+
+    @app.get("/ui/", include_in_schema=False)
+    def ui_index() -> Response:
+        return ui_file("index.html")

@@ -351,6 +351,11 @@ async function signIn(event) {
   event.preventDefault();
   const token = $("token").value.trim();
   $("login-error").hidden = true;
+  if (!/^[\x21-\x7e]+$/.test(token)) { // a header carries printable ASCII only
+    $("login-error").textContent = "A token is printable ASCII without spaces (eto_<id>.<secret>)";
+    $("login-error").hidden = false;
+    return;
+  }
   try {
     await api("/v1/nodes", token); // the API decides: 401 unknown/expired, 403 not an operator's
   } catch (error) {
