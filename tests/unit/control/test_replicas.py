@@ -132,6 +132,39 @@ async def test_a_long_poll_parked_on_one_replica_wakes_on_a_change_made_on_anoth
     assert [x["deployment"] for x in answer.json()["assignments"]] == ["m"]
 
 
+async def test_a_replica_that_listens_again_wakes_polls_whose_notice_it_missed(
+    replicas: tuple[ControlService, ControlService], tmp_path: Path
+) -> None:
+    """b stops listening; a change is made on a (its notice reaches nobody on b); when b
+    listens again it compares its parked polls with the database and wakes them."""
+    a, b = replicas
+    assert b.pg_notices is not None
+    token = a.create_token("enrol", expires_in_s=None)["token"]
+    enrolled = a.enrol(
+        EnrolRequest(token=token, name="edge-1", tier="edge", profile="jetson-xavier-nx")
+    )
+    headers = {"Authorization": f"Bearer {enrolled.credential}"}
+    b.notifier.bind(asyncio.get_running_loop())
+    transport = httpx.ASGITransport(app=create_app(b, run_loop=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
+        etag = (await client.get("/v1/nodes/edge-1/desired", headers=headers)).headers["ETag"]
+        poll = asyncio.create_task(
+            client.get(
+                "/v1/nodes/edge-1/desired",
+                params={"wait_s": 60},
+                headers={**headers, "If-None-Match": etag},
+            )
+        )
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(b.pg_notices.stop)
+        await asyncio.to_thread(_push_and_apply, a, tmp_path)
+        await asyncio.sleep(0.5)
+        assert not poll.done()  # nothing told b
+        b.pg_notices.start()
+        answer = await asyncio.wait_for(poll, 30)
+    assert answer.status_code == 200 and answer.headers["ETag"] != etag
+
+
 def _push_and_apply(service: ControlService, tmp_path: Path) -> None:
     with tiny_onnx(tmp_path / "m.onnx").open("rb") as model:
         service.push_model("detector", model, "model.onnx")
