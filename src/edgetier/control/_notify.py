@@ -36,6 +36,14 @@ class DesiredNotifier:
         """True once shutting down: waits return at once."""
         return self._closed
 
+    def parked(self) -> list[str]:
+        """The nodes with a long poll parked now (callable from any thread)."""
+        while True:
+            try:
+                return list(self._waiters)
+            except RuntimeError:  # changed size while copied: the event loop runs on
+                continue
+
     @property
     def waiting(self) -> int:
         """Long polls parked right now."""

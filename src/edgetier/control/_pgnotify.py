@@ -9,8 +9,9 @@ reconcile pass (a node back online, throttled or cooled down) to the leader, who
 runs the passes.
 
 A notice is a hint, not the record: what a woken poll answers is read from the
-database. One lost (a listener reconnecting) costs a node at most one long-poll period.
-Payloads stay under PostgreSQL's 8000-byte limit by splitting::
+database. Notices sent while a listener was away (its connection lost) are not queued for
+it, so each time it (re)connects it calls ``on_listening``, which compares the polls parked
+here with the database. Payloads stay under PostgreSQL's 8000-byte limit by splitting::
 
     notices = PgNotices(db, "ctl-a", on_desired=notifier.publish, on_pending=pending.add)
     notices.start()
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from edgetier.control._db import Database
@@ -47,11 +49,13 @@ class PgNotices:
         *,
         on_desired: Callable[[dict[str, int]], None],
         on_pending: Callable[[set[str] | None], None],
+        on_listening: Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
         self.replica = replica
         self.on_desired = on_desired
         self.on_pending = on_pending
+        self.on_listening = on_listening
         self.listening = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,10 +104,11 @@ class PgNotices:
                     connection.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
                     backoff_s = 0.5
+                    self.on_listening()  # what changed while nobody listened
                     while not self._stop.is_set():
                         for notice in connection.notifies(timeout=0.25):
                             self._handle(notice.payload)
-            except psycopg.Error as exc:
+            except (psycopg.Error, SQLAlchemyError) as exc:  # its own, or on_listening's
                 self.listening.clear()
                 log.warning("change notices: %s; listening again in %.1f s", exc, backoff_s)
                 self._stop.wait(backoff_s)

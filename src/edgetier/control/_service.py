@@ -170,7 +170,11 @@ class ControlService:
         self.pg_notices: PgNotices | None = None
         if self.db.is_postgresql:
             self.pg_notices = PgNotices(
-                self.db, self.replica, on_desired=self.notifier.publish, on_pending=self._asked
+                self.db,
+                self.replica,
+                on_desired=self.notifier.publish,
+                on_pending=self._asked,
+                on_listening=self._catch_up,
             )
         self.operator_token: str | None = None
         # a controller that was down heard no heartbeat meanwhile: nodes get one full
@@ -203,6 +207,17 @@ class ControlService:
         self.pending.add(names)
         if self.pg_notices is not None and not self.is_leader:
             self.pg_notices.send_pending(names)
+
+    def _catch_up(self) -> None:
+        """Wake the long polls parked here whose node's desired state changed while no
+        notice could reach this replica."""
+        nodes = self.notifier.parked()
+        if nodes:
+            with self.db.read() as session:
+                rows = session.execute(
+                    select(NodeRow.name, NodeRow.desired_generation).where(NodeRow.name.in_(nodes))
+                ).all()
+            self.notifier.publish({name: generation for name, generation in rows})
 
     def _asked(self, names: set[str] | None) -> None:
         """Another replica asked for a reconcile pass: the leader's loop takes it."""

@@ -5,8 +5,9 @@ another replica, and a follower's reconcile requests reaching the leader."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -101,21 +102,21 @@ def test_one_replica_leads_and_another_takes_over_when_its_session_ends(
     assert _eventually(a.leadership.poll)
 
 
-async def test_a_long_poll_parked_on_one_replica_wakes_on_a_change_made_on_another(
-    replicas: tuple[ControlService, ControlService], tmp_path: Path
-) -> None:
-    a, b = replicas
-    token = a.create_token("enrol", expires_in_s=None)["token"]
-    enrolled = a.enrol(
+@contextlib.asynccontextmanager
+async def _parked_on(
+    enrolling: ControlService, parking: ControlService
+) -> AsyncIterator[tuple[asyncio.Task[httpx.Response], str]]:
+    """A node enrolled through one replica whose desired-state long poll (up to 60 s) is
+    parked on another: (the poll, the ETag it holds). Only a wake answers it 200 sooner."""
+    token = enrolling.create_token("enrol", expires_in_s=None)["token"]
+    enrolled = enrolling.enrol(
         EnrolRequest(token=token, name="edge-1", tier="edge", profile="jetson-xavier-nx")
     )
     headers = {"Authorization": f"Bearer {enrolled.credential}"}
-    b.notifier.bind(asyncio.get_running_loop())
-    transport = httpx.ASGITransport(app=create_app(b, run_loop=False))
+    parking.notifier.bind(asyncio.get_running_loop())
+    transport = httpx.ASGITransport(app=create_app(parking, run_loop=False))
     async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
-        first = await client.get("/v1/nodes/edge-1/desired", headers=headers)
-        etag = first.headers["ETag"]
-        # parked on b for up to 60 s: only a notice can answer it with 200 before that
+        etag = (await client.get("/v1/nodes/edge-1/desired", headers=headers)).headers["ETag"]
         poll = asyncio.create_task(
             client.get(
                 "/v1/nodes/edge-1/desired",
@@ -124,12 +125,37 @@ async def test_a_long_poll_parked_on_one_replica_wakes_on_a_change_made_on_anoth
             )
         )
         await asyncio.sleep(0.2)
-        assert not poll.done() and b.notifier.waiting == 1
+        assert not poll.done() and parking.notifier.waiting == 1
+        yield poll, etag
+
+
+async def test_a_long_poll_parked_on_one_replica_wakes_on_a_change_made_on_another(
+    replicas: tuple[ControlService, ControlService], tmp_path: Path
+) -> None:
+    a, b = replicas
+    async with _parked_on(a, b) as (poll, etag):
         await asyncio.to_thread(_push_and_apply, a, tmp_path)
         answer = await asyncio.wait_for(poll, 30)
     assert answer.status_code == 200, answer.text
     assert answer.headers["ETag"] != etag
     assert [x["deployment"] for x in answer.json()["assignments"]] == ["m"]
+
+
+async def test_a_replica_that_listens_again_wakes_polls_whose_notice_it_missed(
+    replicas: tuple[ControlService, ControlService], tmp_path: Path
+) -> None:
+    """b stops listening; a change is made on a (its notice reaches nobody on b); when b
+    listens again it compares its parked polls with the database and wakes them."""
+    a, b = replicas
+    assert b.pg_notices is not None
+    async with _parked_on(a, b) as (poll, etag):
+        await asyncio.to_thread(b.pg_notices.stop)
+        await asyncio.to_thread(_push_and_apply, a, tmp_path)
+        await asyncio.sleep(0.5)
+        assert not poll.done()  # nothing told b
+        b.pg_notices.start()
+        answer = await asyncio.wait_for(poll, 30)
+    assert answer.status_code == 200 and answer.headers["ETag"] != etag
 
 
 def _push_and_apply(service: ControlService, tmp_path: Path) -> None:
