@@ -108,6 +108,7 @@ class AgentSettings(ConfigModel):
             for part in (item.split(",") if isinstance(item, str) else [item])
         ]
         return [part for part in split if part != ""]
+
     _mqtt_url = field_validator("mqtt_url")(check_mqtt_url)
 
     @field_validator("name")
