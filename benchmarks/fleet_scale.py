@@ -111,6 +111,22 @@ def _edgetier() -> str:
     return found
 
 
+def _terminate(process: subprocess.Popen[bytes], wait_s: float) -> None:
+    """SIGTERM, and SIGKILL after ``wait_s``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _pcts(before: list[float], after: list[float], wall_s: float) -> list[float]:
+    """CPU seconds over a window as % of one core, per process."""
+    return [round(100 * (b - a) / wall_s, 1) for a, b in zip(before, after, strict=True)]
+
+
 class Replica:
     """One controller process."""
 
@@ -142,13 +158,7 @@ class Replica:
         raise SystemExit(f"controller replica {self.index} did not answer in {timeout_s:.0f} s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _terminate(self.process, 20.0)
         self._log.close()
 
 
@@ -176,13 +186,7 @@ class Simulator:
         )
 
     def stop(self) -> dict[str, Any]:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _terminate(self.process, 60.0)
         self._log.close()
         if self.report_path.is_file():
             return dict(json.loads(self.report_path.read_text()))
@@ -388,9 +392,7 @@ class Bench:
             "heartbeats_per_s": round((beats1 - beats0) / wall, 1),
             "records_per_s": round((records1 - records0) / wall, 1),
             "simulator_cpu_pct_of_one_core": round(100 * (cpu_sim1 - cpu_sim0) / wall, 1),
-            "controller_cpu_pct_of_one_core": [
-                round(100 * (b - c) / wall, 1) for b, c in zip(cpu_c1, cpu_c0, strict=True)
-            ],
+            "controller_cpu_pct_of_one_core": _pcts(cpu_c0, cpu_c1, wall),
             "database": {
                 "bytes_start": db0["bytes"],
                 "bytes_end": db1["bytes"],
@@ -508,12 +510,8 @@ class Bench:
             "nodes": a.nodes + a.saturation_nodes,
             "heartbeats_per_s": round((beats1 - beats0) / wall, 1),
             "records_per_s": round((records1 - records0) / wall, 1),
-            "simulators_cpu_pct_of_one_core": [
-                round(100 * (b - c) / wall, 1) for b, c in zip(cpu_sims1, cpu_sims0, strict=True)
-            ],
-            "controller_cpu_pct_of_one_core": [
-                round(100 * (b - c) / wall, 1) for b, c in zip(cpu_c1, cpu_c0, strict=True)
-            ],
+            "simulators_cpu_pct_of_one_core": _pcts(cpu_sims0, cpu_sims1, wall),
+            "controller_cpu_pct_of_one_core": _pcts(cpu_c0, cpu_c1, wall),
         }
 
     def close(self) -> None:

@@ -59,6 +59,18 @@ def _deploy(client: httpx.Client, tmp_path: Path, replicas: int) -> None:
     assert applied.status_code == 201, applied.text
 
 
+def _settings(controller: Controller, **options: Any) -> SimulationSettings:
+    return SimulationSettings(
+        **{
+            "controllers": [controller.url],
+            "operator_token": controller.service.operator_token or "",
+            "wait_s": 5.0,
+            "thermal_tau_s": 0.3,
+            **options,
+        }
+    )
+
+
 def _simulate(controller: Controller, **options: Any) -> tuple[Progress, list[Progress]]:
     with _simulating(controller, **options) as (result, seen):
         pass
@@ -71,13 +83,7 @@ def _simulating(
 ) -> Iterator[tuple[list[Progress], list[Progress]]]:
     """Run a simulation in a thread; the block runs beside it, the final snapshot is in
     the first list once the block is left (the simulation has run its duration)."""
-    settings = SimulationSettings(
-        controllers=[controller.url],
-        operator_token=controller.service.operator_token or "",
-        wait_s=5.0,
-        thermal_tau_s=0.3,
-        **options,
-    )
+    settings = _settings(controller, **options)
     seen: list[Progress] = []
     result: list[Progress] = []
 
@@ -176,6 +182,18 @@ def test_faults_overheating_dropped_links_and_flapping_reach_the_controller(
         own = sorted(e["sequence"] for e in events if e["source"] == name)
         assert own, name
     assert final.errors == {}
+
+
+def test_nodes_move_on_to_the_next_controller_address(
+    controller: tuple[Controller, httpx.Client],
+) -> None:
+    running, client = controller
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    final, _ = _simulate(running, controllers=[dead, running.url], nodes=4, duration_s=3.0, **QUIET)
+    # nodes 0 and 2 start at the dead address, 1 and 3 at the live one: all get through
+    assert final.enrolled == 4 and final.heartbeats >= 4
+    assert len(client.get("/v1/nodes").json()) == 4
+    assert final.errors.get("enrol: LinkDown", 0) >= 2
 
 
 def test_the_command_runs_a_fleet_and_writes_its_report(

@@ -125,10 +125,11 @@ def _cpu_s() -> float:
 
 
 def _percentile_ms(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile in milliseconds, rounded to 0.1 ms; None without values."""
     if not values:
         return None
     ordered = sorted(values)
-    return 1000.0 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return round(1000.0 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 class FleetSimulation:
@@ -198,7 +199,7 @@ class FleetSimulation:
         t0, beats0, cpu_0 = since or (0.0, 0, 0.0)
         dt = max(elapsed - t0, 1e-9)
         c = self.counters
-        latencies = c.heartbeat_latency_s[-20_000:]
+        latencies = list(c.heartbeat_latency_s)
         now_s = self.elapsed_s()
         return Progress(
             elapsed_s=round(elapsed, 3),
@@ -266,19 +267,24 @@ class FleetSimulation:
         return self.progress()
 
     async def _check(self, wire: Wire) -> None:
-        """The controller answers and the operator token holds (a clear error, not a
-        thousand failed enrolments)."""
-        url = wire.urls[0]
-        try:
-            answer = await wire.api(0).get(url + "/v1/tokens", headers=self._operator())
-        except httpx.TransportError as exc:
-            raise StartupError(f"cannot reach the controller at {url}: {exc}") from None
-        if answer.status_code in (401, 403):
-            raise AuthenticationError(
-                f"operator token: the controller at {url} refused it (HTTP {answer.status_code})"
-            )
-        if answer.status_code != 200:
-            raise StartupError(f"{url}/v1/tokens: HTTP {answer.status_code}: {answer.text}")
+        """A controller answers and the operator token holds (a clear error, not a
+        thousand failed enrolments); with several addresses, one answering is enough."""
+        unreachable = []
+        for url in wire.urls:
+            try:
+                answer = await wire.api(0).get(url + "/v1/tokens", headers=self._operator())
+            except httpx.TransportError as exc:
+                unreachable.append(f"{url}: {exc or type(exc).__name__}")
+                continue
+            if answer.status_code in (401, 403):
+                raise AuthenticationError(
+                    f"operator token: the controller at {url} refused it "
+                    f"(HTTP {answer.status_code})"
+                )
+            if answer.status_code != 200:
+                raise StartupError(f"{url}/v1/tokens: HTTP {answer.status_code}: {answer.text}")
+            return
+        raise StartupError(f"cannot reach the controller: {'; '.join(unreachable)}")
 
     def _operator(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.operator_token}"}
@@ -302,8 +308,10 @@ class FleetSimulation:
         await asyncio.gather(*(one(n) for n in self.nodes))
 
     async def _token(self, wire: Wire, node: SimNode) -> str:
-        answer = await wire.api(node.index).post(
-            node.url + "/v1/tokens",
+        answer = await node.call(
+            wire.api(node.index),
+            "POST",
+            "/v1/tokens",
             json={"kind": "enrol", "description": f"fleet simulate: {node.name}"},
             headers=self._operator(),
         )

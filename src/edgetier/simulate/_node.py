@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -38,9 +40,12 @@ from edgetier.control import (
     RecordBatch,
     WorkloadState,
 )
+from edgetier.errors import ConfigError, StartupError
 from edgetier.simulate._device import THERMAL_LIMIT_C, SimDevice
 
 __all__ = ["LinkPlan", "NodeCounters", "SimNode", "Wire"]
+
+Phase = Literal["Starting", "Running", "Failed"]
 
 MAX_BATCH = 500
 """Records per delivery (the protocol's limit)."""
@@ -64,7 +69,7 @@ class NodeCounters:
 
     enrolled: int = 0
     heartbeats: int = 0
-    heartbeat_latency_s: list[float] = field(default_factory=list)
+    heartbeat_latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=50_000))
     records_sent: int = 0
     records_acked: int = 0
     record_batches: int = 0
@@ -182,7 +187,7 @@ class SimNode:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.credential}"}
 
-    async def _call(
+    async def call(
         self, client: httpx.AsyncClient, method: str, path: str, **kwargs: Any
     ) -> httpx.Response:
         """One request of this node; LinkDown while its link is down or the controller
@@ -216,7 +221,7 @@ class SimNode:
                 "thermal_limit_c": THERMAL_LIMIT_C,
             },
         )
-        response = await self._call(
+        response = await self.call(
             self.wire.api(self.index),
             "POST",
             "/v1/enrol",
@@ -224,7 +229,8 @@ class SimNode:
             headers=_JSON,
         )
         if response.status_code != 201:
-            raise RuntimeError(f"enrol {self.name}: HTTP {response.status_code}: {response.text}")
+            error = ConfigError if 400 <= response.status_code < 500 else StartupError
+            raise error(f"enrolling {self.name}: HTTP {response.status_code}: {response.text}")
         self.credential = EnrolResponse.model_validate_json(response.content).credential
         self.counters.enrolled += 1
         self.record("agent.started", {"profile": self.device.device.id, "tier": self.tier})
@@ -262,11 +268,14 @@ class SimNode:
         states = []
         for deployment, (generation, _, ready_s) in self.workloads.items():
             running = now_s >= ready_s
+            phase: Phase = (
+                "Failed" if math.isnan(ready_s) else ("Running" if running else "Starting")
+            )
             states.append(
                 WorkloadState(
                     deployment=deployment,
                     generation=generation,
-                    phase="Running" if running else "Starting",
+                    phase=phase,
                     endpoint=f"{self.name}:8000" if running else None,
                 )
             )
@@ -295,7 +304,7 @@ class SimNode:
             outbox_pending=len(self.outbox),
         )
         started = time.perf_counter()
-        response = await self._call(
+        response = await self.call(
             self.wire.api(self.index),
             "POST",
             f"/v1/nodes/{self.name}/heartbeat",
@@ -318,7 +327,7 @@ class SimNode:
         """Send the outbox in order, a batch at a time, until it is empty."""
         while self.outbox:
             batch = self.outbox[:MAX_BATCH]
-            response = await self._call(
+            response = await self.call(
                 self.wire.api(self.index),
                 "POST",
                 f"/v1/nodes/{self.name}/records",
@@ -356,7 +365,7 @@ class SimNode:
         headers = self._headers()
         if etag is not None:
             headers["If-None-Match"] = etag
-        response = await self._call(
+        response = await self.call(
             self.wire.polls(self.index),
             "GET",
             f"/v1/nodes/{self.name}/desired",
@@ -377,11 +386,8 @@ class SimNode:
         await self._apply(desired)
 
     async def _apply(self, desired: DesiredState) -> None:
-        self.desired = desired
-        self.record(
-            "desired.received",
-            {"generation": desired.generation, "assignments": len(desired.assignments)},
-        )
+        """Take a new desired state: fetch what it needs first, so that a download that
+        fails leaves the old one held and the next poll brings the new one again."""
         now_s = self.clock()
         wanted = {}
         for assignment in desired.assignments:
@@ -389,34 +395,44 @@ class SimNode:
             if held is not None and held[0] == assignment.generation:
                 wanted[assignment.deployment] = held
                 continue
-            if self.download and assignment.model is not None:
-                await self._fetch(assignment.model.digest)
-            wanted[assignment.deployment] = (
-                assignment.generation,
-                assignment.kind,
-                now_s + self.rng.uniform(*START_S),
-            )
-        self.workloads = wanted
+            ready_s = now_s + self.rng.uniform(*START_S)
+            model = assignment.model
+            if self.download and model is not None and not await self._fetch(model.digest):
+                ready_s = math.nan  # reported Failed
+            wanted[assignment.deployment] = (assignment.generation, assignment.kind, ready_s)
+        self.desired, self.workloads = desired, wanted
+        self.record(
+            "desired.received",
+            {"generation": desired.generation, "assignments": len(desired.assignments)},
+        )
 
-    async def _fetch(self, digest: str) -> None:
-        """Download an assigned artifact and check its sha256, once per digest."""
+    async def _fetch(self, digest: str) -> bool:
+        """Download an assigned artifact and check its sha256, once per digest; whether
+        the node holds it. LinkDown when the controller cannot be reached."""
         if digest in self.digests:
-            return
-        response = await self._call(
+            return True
+        response = await self.call(
             self.wire.api(self.index), "GET", f"/v1/artifacts/{digest}", headers=self._headers()
         )
         if response.status_code != 200:
             self.counters.error(f"artifact HTTP {response.status_code}")
-            return
+            return False
         actual = "sha256:" + hashlib.sha256(response.content).hexdigest()
         if actual != digest:
             self.counters.error("artifact digest mismatch")
-            return
+            return False
         self.digests.add(digest)
         self.counters.downloads += 1
         self.counters.download_bytes += len(response.content)
+        return True
 
     # -- the node's loops ---------------------------------------------------------------
+
+    def _unreachable(self, what: str) -> None:
+        """Count a request that failed with the simulated link up: the controller did not
+        answer (refused, timed out, 5xx)."""
+        if self.link_up():
+            self.counters.error(f"{what}: controller unreachable")
 
     def _note_link(self, up: bool, why: str = "") -> None:
         if up != self.link_was_up:
@@ -438,6 +454,7 @@ class SimNode:
                 self._note_link(True)
             except LinkDown as exc:
                 self._note_link(False, str(exc))
+                self._unreachable("heartbeat")
                 # the beat that was not heard still sampled the device (telemetry kept)
             except CredentialRejected as exc:
                 self.stopped = f"credential rejected: {exc}"
@@ -456,6 +473,7 @@ class SimNode:
             try:
                 await self.poll()
             except LinkDown:
+                self._unreachable("desired")
                 change = self.link.next_change_s(self.clock())
                 wait_s = self.heartbeat_s if change is None else change - self.clock()
                 self._changed.clear()
