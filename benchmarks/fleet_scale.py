@@ -136,6 +136,7 @@ class Replica:
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{self.port}"
         full = {**settings, "data_dir": str(data_dir), "port": self.port}
+        self._log_path = log
         self._log = log.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, str(CONTROLLER_PY), json.dumps(full)],
@@ -147,7 +148,9 @@ class Replica:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise SystemExit(f"controller replica {self.index} exited: see its log")
+                self._log.flush()
+                tail = self._log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise SystemExit(f"controller replica {self.index} exited: {' | '.join(tail)}")
             try:
                 answer = httpx.get(self.url + "/healthz", timeout=2)
                 if answer.status_code == 200:
@@ -528,8 +531,12 @@ class Bench:
             shutil.rmtree(self.work, ignore_errors=True)
 
 
-def _machine() -> dict[str, Any]:
+def _machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
     return {
+        "load_average_1_5_15_min": {
+            "start": [round(x, 2) for x in load_before],
+            "end": [round(x, 2) for x in os.getloadavg()],
+        },
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
@@ -559,7 +566,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"- date: {result['date']}",
         f"- machine: {result['machine']['platform']}, {result['machine']['cpus']} vCPUs, "
-        f"{result['machine']['memory_gb']} GiB ({result['machine']['note']})",
+        f"{result['machine']['memory_gb']} GiB ({result['machine']['note']}; load average "
+        f"at the start {result['machine']['load_average_1_5_15_min']['start']}, at the end "
+        f"{result['machine']['load_average_1_5_15_min']['end']})",
         f"- command: `{result['command']}`",
         f"- simulator: `{result['simulator_command']}`",
         *aborted,
@@ -609,6 +618,7 @@ def main() -> None:
     command = shlex.join(["python", "benchmarks/fleet_scale.py", *sys.argv[1:]])
     bench = Bench(args)
     started = dt.datetime.now(dt.UTC)
+    load_before = os.getloadavg()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the processes it started
     try:
         bench.start_controllers()
@@ -626,7 +636,7 @@ def main() -> None:
         "date": started.isoformat(timespec="seconds"),
         "command": command,
         "simulator_command": getattr(bench, "sim_command", ""),
-        "machine": _machine(),
+        "machine": _machine(load_before),
         "config": {
             "nodes": args.nodes,
             "heartbeat_s": args.heartbeat_s,

@@ -37,12 +37,13 @@ def _shares(text: str) -> dict[str, float]:
 
 @app.command("simulate")
 def simulate(
-    controller: list[str] = typer.Option(
-        ["http://127.0.0.1:8080"],
+    controller: list[str] | None = typer.Option(
+        None,
         "--controller",
         envvar="EDGETIER_CONTROLLER",
-        help="Controller URL; repeat it or separate with commas for replicas (nodes spread "
-        "over them and move on when one is unreachable).",
+        help="Controller URL [default: http://127.0.0.1:8080]; repeat it or separate with "
+        "commas for replicas (nodes spread over them, move on when one is unreachable).",
+        show_default=False,
     ),
     token: str | None = TOKEN,
     nodes: int = typer.Option(10, "--nodes", help="How many nodes to simulate."),
@@ -86,7 +87,8 @@ def simulate(
     from edgetier.errors import ConfigError, EdgeTierError
     from edgetier.simulate import FleetSimulation, SimulationSettings
 
-    urls = [u.strip() for item in controller for u in item.split(",") if u.strip()]
+    given = controller or ["http://127.0.0.1:8080"]
+    urls = [u.strip() for item in given for u in item.split(",") if u.strip()]
     if not token and _DEFAULT_TOKEN_FILE.is_file():
         token = _DEFAULT_TOKEN_FILE.read_text(encoding="utf-8").strip()
     if not token:

@@ -115,3 +115,40 @@ def test_bad_settings_name_the_field(field: str, value: object, said: str) -> No
     assert said in str(caught.value)
     assert field in str(caught.value)
     assert issubclass(SimulationSettings, ConfigModel)
+
+
+def test_the_plan_gives_each_fault_to_its_share_of_nodes_from_the_seed() -> None:
+    import asyncio
+
+    from edgetier.simulate import FleetSimulation
+    from edgetier.simulate._node import Wire
+
+    settings = SimulationSettings(
+        controllers=["http://127.0.0.1:9"],
+        operator_token="t",
+        nodes=100,
+        duration_s=600,
+        overheating=0.10,
+        dropped_links=0.05,
+        flapping=0.02,
+        flap_s=20,
+    )
+
+    def plan() -> list[tuple[str, bool, int]]:
+        wire = Wire(settings.controllers, settings.nodes, wait_s=1)
+        nodes = FleetSimulation(settings)._plan(wire)
+        asyncio.run(wire.aclose())
+        return [(n.name, n.device.overheat_at_s is not None, len(n.link.outages)) for n in nodes]
+
+    first = plan()
+    assert first == plan()  # the seed decides
+    assert sum(hot for _, hot, _ in first) == 10
+    assert sum(outages == 1 for _, _, outages in first) == 5
+    flapping = [outages for _, _, outages in first if outages > 1]
+    assert len(flapping) == 2 and min(flapping) >= 5  # down 20 s, up 20 s, for most of 600 s
+    # no node has two faults, every name is unique and says its tier
+    assert all(not (hot and outages) for _, hot, outages in first)
+    assert len({name for name, _, _ in first}) == 100
+    assert all(
+        name.split("-")[1] in ("terminal", "edge", "region", "cloud") for name, _, _ in first
+    )
