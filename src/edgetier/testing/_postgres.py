@@ -56,14 +56,20 @@ def postgres_bin_dir() -> Path | None:
     return None
 
 
+_NOT_DURABLE = ("fsync", "synchronous_commit", "full_page_writes")
+
+
 class PostgresCluster:
     """A PostgreSQL cluster of its own on 127.0.0.1, removed on :meth:`stop`.
 
     Tuned for tests, not for keeping data: ``fsync``, ``synchronous_commit`` and
     ``full_page_writes`` are off (a crash of the machine may lose it, which a test's
-    database may)."""
+    database may); ``durable=True`` keeps PostgreSQL's own defaults, as a benchmark that
+    reports figures for a real server must."""
 
-    def __init__(self, *, port: int | None = None, max_connections: int = 300) -> None:
+    def __init__(
+        self, *, port: int | None = None, max_connections: int = 300, durable: bool = False
+    ) -> None:
         bin_dir = postgres_bin_dir()
         if bin_dir is None:
             raise FileNotFoundError(
@@ -73,6 +79,7 @@ class PostgresCluster:
         self.bin_dir = bin_dir
         self.port = port or free_port()
         self.max_connections = max_connections
+        self.durable = durable
         self._user = _cluster_user()
         # the cluster's user must reach its directory: under /tmp, not a TMPDIR of root's
         parent = "/tmp" if self._user is not None and Path("/tmp").is_dir() else None
@@ -105,10 +112,8 @@ class PostgresCluster:
                 f"-k {self.directory}",
                 "-c listen_addresses=127.0.0.1",
                 f"-c max_connections={self.max_connections}",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
             ]
+            + ([] if self.durable else [f"-c {off}=off" for off in _NOT_DURABLE])
         )
         self._run(
             "pg_ctl", "start", "-w", "-t", "30", "-D", str(self.data_dir),
