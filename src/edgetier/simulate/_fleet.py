@@ -207,7 +207,7 @@ class FleetSimulation:
             enrolled=c.enrolled,
             link_down=sum(1 for n in self.nodes if not n.link.up(now_s)),
             throttled=sum(1 for n in self.nodes if n.device.throttled),
-            running=sum(1 for n in self.nodes if any(now_s >= w[2] for w in n.workloads.values())),
+            running=sum(1 for n in self.nodes if any(now_s >= w[3] for w in n.workloads.values())),
             heartbeats=c.heartbeats,
             heartbeats_per_s=round((c.heartbeats - beats0) / dt, 2),
             heartbeat_p50_ms=_percentile_ms(latencies, 0.50),

@@ -169,7 +169,8 @@ class SimNode:
         self._url_index = index % len(wire.urls)
         self.credential: str | None = None
         self.desired: DesiredState | None = None
-        self.workloads: dict[str, tuple[int, str, float]] = {}  # name -> generation, kind, ready_s
+        # name -> generation, revision, kind, ready_s
+        self.workloads: dict[str, tuple[int, str, str, float]] = {}
         self.reported_running: set[tuple[str, int]] = set()
         self.digests: set[str] = set()
         self.outbox: list[Record] = []
@@ -251,7 +252,7 @@ class SimNode:
         """The device's load from what it runs: a served model a quarter, a pipeline a
         twentieth per stream, over a small idle load."""
         load = 0.05
-        for deployment, (_, kind, _) in self.workloads.items():
+        for deployment, (_, _, kind, _) in self.workloads.items():
             assignment = self._assignment(deployment)
             if kind == "pipeline" and assignment is not None:
                 load += 0.05 * max(assignment.streams, 1)
@@ -266,7 +267,7 @@ class SimNode:
 
     def workload_states(self, now_s: float) -> list[WorkloadState]:
         states = []
-        for deployment, (generation, _, ready_s) in self.workloads.items():
+        for deployment, (generation, revision, _, ready_s) in self.workloads.items():
             running = now_s >= ready_s
             phase: Phase = (
                 "Failed" if math.isnan(ready_s) else ("Running" if running else "Starting")
@@ -275,6 +276,7 @@ class SimNode:
                 WorkloadState(
                     deployment=deployment,
                     generation=generation,
+                    revision=revision,
                     phase=phase,
                     endpoint=f"{self.name}:8000" if running else None,
                 )
@@ -392,14 +394,19 @@ class SimNode:
         wanted = {}
         for assignment in desired.assignments:
             held = self.workloads.get(assignment.deployment)
-            if held is not None and held[0] == assignment.generation:
+            if held is not None and held[:2] == (assignment.generation, assignment.revision):
                 wanted[assignment.deployment] = held
                 continue
             ready_s = now_s + self.rng.uniform(*START_S)
             model = assignment.model
             if self.download and model is not None and not await self._fetch(model.digest):
                 ready_s = math.nan  # reported Failed
-            wanted[assignment.deployment] = (assignment.generation, assignment.kind, ready_s)
+            wanted[assignment.deployment] = (
+                assignment.generation,
+                assignment.revision,
+                assignment.kind,
+                ready_s,
+            )
         self.desired, self.workloads = desired, wanted
         self.record(
             "desired.received",
