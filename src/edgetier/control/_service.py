@@ -17,6 +17,7 @@ changed nodes are woken after commit. What decides lives beside it: placement in
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -54,11 +55,13 @@ from edgetier.control._events import (
     ingest,
     list_events,
 )
+from edgetier.control._gate import NodeGate
 from edgetier.control._leader import Leadership
 from edgetier.control._loop import Pending
 from edgetier.control._metrics import ControllerMetrics
 from edgetier.control._modelfacts import onnx_facts, parse_config, platform_of, throughput
 from edgetier.control._mqtt_notices import MqttBroker, NoticePublisher
+from edgetier.control._nodelist import NodeListCache
 from edgetier.control._notify import DesiredNotifier
 from edgetier.control._pgnotify import PgNotices
 from edgetier.control._protocol import (
@@ -163,6 +166,10 @@ class ControlService:
         self.notifier = DesiredNotifier()
         self.metrics = ControllerMetrics(self)
         self.pending = Pending()
+        self.node_list = NodeListCache()
+        self.node_gate = NodeGate(
+            concurrency=settings.node_concurrency, max_waiting=settings.node_max_waiting
+        )
         # replicas on one PostgreSQL: who leads the background passes, and the notices
         # that carry changes between replicas (None on SQLite: one replica)
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -177,6 +184,11 @@ class ControlService:
                 on_listening=self._catch_up,
             )
         self.operator_token: str | None = None
+        # exact on SQLite (every revocation is made here and clears it); on PostgreSQL a
+        # token another replica revoked is refused here within a second
+        self.principals = _auth.PrincipalCache(
+            ttl_s=1.0 if self.db.is_postgresql else 60.0
+        )
         # a controller that was down heard no heartbeat meanwhile: nodes get one full
         # timeout after its start before they count as lost (as Kubernetes' grace period)
         self.started_at = clock()
@@ -272,8 +284,15 @@ class ControlService:
     # -- access --------------------------------------------------------------------
 
     def principal(self, authorization: str | None) -> _auth.Principal:
+        now = self.clock()
+        cached = self.principals.get(authorization, now)
+        if cached is not None:
+            return cached
+        generation = self.principals.generation
         with self.db.read() as session:
-            return _auth.authenticate(session, authorization, self.clock())
+            principal, expires_at = _auth.authenticate_until(session, authorization, now)
+        self.principals.put(authorization or "", principal, expires_at, now, generation)
+        return principal
 
     def create_token(
         self, kind: str, *, expires_in_s: float | None, description: str = ""
@@ -309,7 +328,9 @@ class ControlService:
             append(
                 session, CONTROLLER, now, "TokenRevoked", subject=token_id, data={"kind": row.kind}
             )
-            return _auth.token_info(row, now)
+            info = _auth.token_info(row, now)
+        self.principals.clear()  # after the commit: see PrincipalCache
+        return info
 
     # -- nodes: the agent protocol ---------------------------------------------------
 
@@ -366,6 +387,8 @@ class ControlService:
             )
             session.flush()
             change.reconcile(unsatisfied(session))
+        if existing is not None:
+            self.principals.clear()  # its earlier credentials were revoked
         assert row.expires_at is not None
         return EnrolResponse(node=request.name, credential=credential, expires_at=row.expires_at)
 
@@ -392,6 +415,7 @@ class ControlService:
             append(
                 session, CONTROLLER, now, "CredentialRenewed", subject=node, data={"token": row.id}
             )
+        self.principals.clear()
         assert row.expires_at is not None
         return EnrolResponse(node=node, credential=credential, expires_at=row.expires_at)
 
@@ -469,10 +493,15 @@ class ControlService:
     # -- nodes: operators ------------------------------------------------------------
 
     def list_nodes(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.list_nodes_json()[0]))
+
+    def list_nodes_json(
+        self, *, limit: int | None = None, after: str | None = None
+    ) -> tuple[bytes, str | None]:
+        """Every node's view (after the name ``after``, at most ``limit``), in name order,
+        as a JSON list; and the name to continue after when more remain."""
         with self.db.read() as session:
-            rows = session.scalars(select(NodeRow).order_by(NodeRow.name))
-            on = placements_by_node(session)
-            return [node_view(row, on.get(row.name, [])) for row in rows]
+            return self.node_list.page(session, limit=limit, after=after)
 
     def get_node(self, name: str, *, history_s: float = 3600.0) -> dict[str, Any]:
         with self.db.read() as session:
