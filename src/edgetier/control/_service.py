@@ -186,9 +186,7 @@ class ControlService:
         self.operator_token: str | None = None
         # exact on SQLite (every revocation is made here and clears it); on PostgreSQL a
         # token another replica revoked is refused here within a second
-        self.principals = _auth.PrincipalCache(
-            ttl_s=1.0 if self.db.is_postgresql else 60.0
-        )
+        self.principals = _auth.PrincipalCache(ttl_s=1.0 if self.db.is_postgresql else 60.0)
         # a controller that was down heard no heartbeat meanwhile: nodes get one full
         # timeout after its start before they count as lost (as Kubernetes' grace period)
         self.started_at = clock()
