@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from edgetier.config import validate
@@ -421,27 +421,37 @@ class ControlService:
         """Record what the node reports; a node back, newly throttled or cooled down has
         its deployments handed to the reconcile loop (a heartbeat itself stays cheap)."""
         now = self.clock()
+        # two columns read and one UPDATE: no ORM object (a node's desired state can be
+        # large, and a heartbeat changes none of it)
+        telemetry = beat.telemetry.model_copy(update={"time": beat.telemetry.time or now})
+        values: dict[str, Any] = {
+            "last_heartbeat": now,
+            # the summary only: the history comes from the node's outbox (telemetry
+            # records), so that a sample is stored once, also after an outage
+            "telemetry": telemetry.model_dump(mode="json"),
+            "workloads": [w.model_dump(mode="json") for w in beat.workloads],
+            "reported_generation": beat.desired_generation,
+            "outbox_pending": beat.outbox_pending,
+        }
         with self.db.write() as session:
-            row = _named(session, NodeRow, node)
-            was_offline = condition_true(row.conditions, "Offline")
-            was_throttled = condition_true(row.conditions, "Throttled")
-            telemetry = beat.telemetry.model_copy(update={"time": beat.telemetry.time or now})
-            row.last_heartbeat = now
-            # the summary only: the history comes from the node's outbox (telemetry records),
-            # so that a sample is stored once, also after an outage
-            row.telemetry = telemetry.model_dump(mode="json")
-            row.workloads = [w.model_dump(mode="json") for w in beat.workloads]
-            row.reported_generation = beat.desired_generation
-            row.outbox_pending = beat.outbox_pending
-            row.conditions = reported_conditions(row.conditions, beat.conditions, now)
-            throttled = condition_true(row.conditions, "Throttled")
+            found = session.execute(_BEAT_READ, {"node": node}).first()
+            if found is None:
+                raise NotFoundError(f"no node named {node!r}")
+            old, desired_generation = found
+            was_offline = condition_true(old, "Offline")
+            was_throttled = condition_true(old, "Throttled")
+            conditions = reported_conditions(old, beat.conditions, now)
+            if conditions != old:
+                values["conditions"] = conditions
+            session.execute(_BEAT_WRITE, {**values, "node": node})
+            throttled = condition_true(conditions, "Throttled")
             if was_offline:
                 append(session, CONTROLLER, now, "NodeOnline", subject=node, data={})
             if throttled != was_throttled:
                 kind = "NodeThrottled" if throttled else "NodeThrottleCleared"
                 append(session, CONTROLLER, now, kind, subject=node, data={})
             reply = HeartbeatReply(
-                desired_generation=row.desired_generation,
+                desired_generation=desired_generation,
                 heartbeat_interval_s=self.settings.interval_s,
             )
         if throttled and not was_throttled:
@@ -455,7 +465,10 @@ class ControlService:
     def desired_generation(self, node: str) -> int:
         """What a long poll compares (one column, read on every poll and every wake)."""
         with self.db.read() as session:
-            return _node_value(session, node, NodeRow.desired_generation)
+            found = session.execute(_DESIRED_GENERATION, {"node": node}).first()
+            if found is None:
+                raise NotFoundError(f"no node named {node!r}")
+            return int(found[0])
 
     def desired(self, node: str) -> DesiredState:
         with self.db.read() as session:
@@ -468,7 +481,8 @@ class ControlService:
 
     def ingest(self, node: str, batch: RecordBatch) -> RecordAck:
         with self.db.write() as session:
-            _node_value(session, node, NodeRow.name)
+            if session.execute(_DESIRED_GENERATION, {"node": node}).first() is None:
+                raise NotFoundError(f"no node named {node!r}")
             result = ingest(session, node, batch, self.clock())
         self.metrics.records_ingested.inc(len(batch.records) - result.ack.duplicates)
         self.metrics.records_duplicate.inc(result.ack.duplicates)
@@ -849,6 +863,15 @@ class ControlService:
 
 
 _WHAT: dict[type, str] = {NodeRow: "node", DeploymentRow: "deployment"}
+
+# the statements of every heartbeat and long poll, built once (on SQLite, building one
+# costs more than running it); Core on the table: no ORM objects
+_NODES = cast(Table, NodeRow.__table__)
+_BEAT_READ = select(_NODES.c.conditions, _NODES.c.desired_generation).where(
+    _NODES.c.name == bindparam("node")
+)
+_BEAT_WRITE = _NODES.update().where(_NODES.c.name == bindparam("node"))
+_DESIRED_GENERATION = select(_NODES.c.desired_generation).where(_NODES.c.name == bindparam("node"))
 
 
 def _named(session: Session, table: type[_T], name: str) -> _T:
