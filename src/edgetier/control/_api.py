@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgetier import __version__
@@ -74,12 +75,18 @@ class PipelineFile(BaseModel):
     content: dict[str, Any]
 
 
-def _principal(request: Request, _: Any = Depends(_bearer)) -> Principal:
+async def _principal(request: Request, _: Any = Depends(_bearer)) -> Principal:
+    # coroutines, not plain functions: FastAPI would send each to a thread of its pool,
+    # and a principal is mostly known already (no database read, no thread)
     service: ControlService = request.app.state.service
-    return service.principal(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    known = service.principals.get(authorization, service.clock())
+    if known is not None:
+        return known
+    return await run_in_threadpool(service.principal, authorization)
 
 
-def _operator(who: Principal = Depends(_principal)) -> Principal:
+async def _operator(who: Principal = Depends(_principal)) -> Principal:
     who.require_operator()
     return who
 
@@ -131,14 +138,20 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
         service.principal(authorization).require_node(node)
         return act(node, *args)
 
-    @app.post("/v1/nodes/{node}/heartbeat", tags=["agents"], responses=_OVERLOAD)
+    @app.post(
+        "/v1/nodes/{node}/heartbeat",
+        tags=["agents"],
+        response_model=HeartbeatReply,
+        responses=_OVERLOAD,
+    )
     async def heartbeat(
         node: str, beat: Heartbeat, request: Request, _: Any = Depends(_bearer)
-    ) -> HeartbeatReply:
+    ) -> Response:
         """Telemetry, conditions and workloads of a node; the answer gives the desired
         generation (fetch the desired state when it differs from what runs)."""
         authorization = request.headers.get("authorization")
-        return await gate.run(as_node, authorization, node, service.heartbeat, beat)
+        reply = await gate.run(as_node, authorization, node, service.heartbeat, beat)
+        return _json(reply)
 
     @app.post("/v1/nodes/{node}/credential", tags=["agents"])
     def renew(node: str, who: Anyone) -> EnrolResponse:
@@ -170,21 +183,23 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
             if service.notifier.closed:
                 break  # shutting down: answer with what there is
             await service.notifier.wait(node, generation, remaining)
-            generation = await gate.run(service.desired_generation, node)
+            generation = await gate.run(service.desired_generation, node, refuse=False)
         if seen == generation:
             return Response(status_code=304, headers={"ETag": f'"{generation}"'})
-        state: DesiredState = await gate.run(service.desired, node)
+        state: DesiredState = await gate.run(service.desired, node, refuse=False)
         response.headers["ETag"] = f'"{state.generation}"'
         return state.model_dump(mode="json")
 
-    @app.post("/v1/nodes/{node}/records", tags=["agents"], responses=_OVERLOAD)
+    @app.post(
+        "/v1/nodes/{node}/records", tags=["agents"], response_model=RecordAck, responses=_OVERLOAD
+    )
     async def records(
         node: str, batch: RecordBatch, request: Request, _: Any = Depends(_bearer)
-    ) -> RecordAck:
+    ) -> Response:
         """Outbox records of a node, numbered from 1: duplicates are counted and ignored; a
         gap is refused with 409 and ``expected_sequence``."""
         authorization = request.headers.get("authorization")
-        return await gate.run(as_node, authorization, node, service.ingest, batch)
+        return _json(await gate.run(as_node, authorization, node, service.ingest, batch))
 
     @app.get(
         "/v1/artifacts/{digest}",
@@ -390,6 +405,11 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
     mount_dashboard(app)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=app.routes)
     return app
+
+
+def _json(message: BaseModel) -> Response:
+    """A message as the answer, dumped once (FastAPI would validate it again first)."""
+    return Response(message.model_dump_json(), media_type="application/json")
 
 
 def _etag_generation(header: str | None) -> int | None:

@@ -50,10 +50,11 @@ class NodeGate:
             self._limiter = anyio.CapacityLimiter(self.concurrency)
         return self._limiter
 
-    async def run(self, function: Callable[..., _T], *args: object) -> _T:
+    async def run(self, function: Callable[..., _T], *args: object, refuse: bool = True) -> _T:
         """``function(*args)`` in a thread of the gate; QueueFullError when the line is
-        full."""
-        if self.inside >= self.concurrency + self.max_waiting:
+        full, unless ``refuse`` is False (the rest of a request admitted already: a long
+        poll woken by a change waits in line rather than failing)."""
+        if refuse and self.inside >= self.concurrency + self.max_waiting:
             self.refused += 1
             raise QueueFullError(
                 f"the controller is overloaded: {self.inside - self.concurrency} node "
