@@ -172,7 +172,7 @@ def _shown(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-GC_THRESHOLDS = (50_000, 20, 100)
+GC_THRESHOLDS = (20_000, 20, 100)
 """The collector's thresholds in a controller process (Python's default: 700, 10, 10)."""
 
 
@@ -185,7 +185,7 @@ def _tune_gc() -> None:
     every few seconds, so that every request in flight waited for it (the operator API's
     p99 was those pauses). What is alive once the controller has started (modules, the
     ORM's and pydantic's machinery) never becomes garbage: :func:`gc.freeze` takes it out
-    of the collector's sight; and the young generation is collected every 50,000
+    of the collector's sight; and the young generation is collected every 20,000
     allocations instead of 700, so that a request's short-lived objects are gone before
     a collection sees them and few reach the old generations. Only for a process that is
     the controller (``Controller.run``): these settings are process-wide."""
