@@ -69,6 +69,12 @@ def _options() -> argparse.Namespace:
     p.add_argument("--saturation-nodes", type=int, default=50, help="each one request at a time")
     p.add_argument("--saturation-heartbeat-s", type=float, default=0.02)
     p.add_argument("--converge-timeout-s", type=float, default=300.0)
+    p.add_argument(
+        "--rollout",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the 10-batch rollout phase (--no-rollout: skip it, e.g. for quick comparisons)",
+    )
     p.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     p.add_argument("--replicas", type=int, default=1, help="controller processes (PostgreSQL)")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -441,6 +447,9 @@ class Bench:
 
     def rollout(self) -> None:
         a = self.args
+        if not a.rollout:
+            self.figures["rollout"] = {"skipped": "--no-rollout"}
+            return
         probe = self.http.get("/v1/rollouts")
         if probe.status_code == 404:
             self.figures["rollout"] = {"skipped": "this controller has no rollout API (404)"}

@@ -4,17 +4,21 @@ Thin on purpose: each route authenticates, parses and hands over to
 :class:`~edgetier.control._service.ControlService`. Errors are JSON ``{"error": ...}``
 with the status of their class in ``edgetier.errors`` (401 unauthenticated, 403 not
 allowed, 404 unknown, 409 conflict, 422 an invalid body or file with every field path).
-Routes that touch the database are plain functions (FastAPI runs them in its thread
-pool); the desired-state long poll is a coroutine parked on the node's condition, so an
-unchanged fleet holds no thread.
+Operators' routes that touch the database are plain functions (FastAPI runs them in its
+thread pool); the nodes' routes (heartbeat, records, the desired state) run their database
+work through the service's :class:`~edgetier.control._gate.NodeGate`, a few threads of
+their own with a bounded line (503 with ``Retry-After`` beyond it), so that a large fleet
+never takes every thread from the operators. The desired-state long poll is a coroutine
+parked on the node's condition, so an unchanged fleet holds no thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Body, Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -42,9 +46,14 @@ from edgetier.control._protocol import (
     RecordBatch,
 )
 from edgetier.control._service import ControlService
-from edgetier.errors import AuthenticationError, ConfigError, EdgeTierError
+from edgetier.errors import AuthenticationError, ConfigError, EdgeTierError, QueueFullError
 
 __all__ = ["create_app"]
+
+_T = TypeVar("_T")
+_OVERLOAD: dict[int | str, dict[str, Any]] = {
+    503: {"description": "overloaded: too many node requests waiting; retry after Retry-After"}
+}
 
 _bearer = HTTPBearer(auto_error=False, description="an operator token or a node credential")
 
@@ -66,12 +75,18 @@ class PipelineFile(BaseModel):
     content: dict[str, Any]
 
 
-def _principal(request: Request, _: Any = Depends(_bearer)) -> Principal:
+async def _principal(request: Request, _: Any = Depends(_bearer)) -> Principal:
+    # coroutines, not plain functions: FastAPI would send each to a thread of its pool,
+    # and a principal is mostly known already (no database read, no thread)
     service: ControlService = request.app.state.service
-    return service.principal(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    known = service.principals.get(authorization, service.clock())
+    if known is not None:
+        return known
+    return await run_in_threadpool(service.principal, authorization)
 
 
-def _operator(who: Principal = Depends(_principal)) -> Principal:
+async def _operator(who: Principal = Depends(_principal)) -> Principal:
     who.require_operator()
     return who
 
@@ -89,6 +104,7 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.notifier.bind(asyncio.get_running_loop())
+        service.node_gate.reset()  # its limiter belongs to this event loop
         stop = asyncio.Event()
         task = asyncio.create_task(_loop.run_loop(service, stop)) if run_loop else None
         try:
@@ -115,12 +131,27 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
         """Enrol a node with a one-time token; the answer holds its credential (shown once)."""
         return service.enrol(request)
 
-    @app.post("/v1/nodes/{node}/heartbeat", tags=["agents"])
-    def heartbeat(node: str, beat: Heartbeat, who: Anyone) -> HeartbeatReply:
+    gate = service.node_gate
+
+    def as_node(authorization: str | None, node: str, act: Callable[..., _T], *args: Any) -> _T:
+        """Authenticate a node's request and act, in one trip to a thread of the gate."""
+        service.principal(authorization).require_node(node)
+        return act(node, *args)
+
+    @app.post(
+        "/v1/nodes/{node}/heartbeat",
+        tags=["agents"],
+        response_model=HeartbeatReply,
+        responses=_OVERLOAD,
+    )
+    async def heartbeat(
+        node: str, beat: Heartbeat, request: Request, _: Any = Depends(_bearer)
+    ) -> Response:
         """Telemetry, conditions and workloads of a node; the answer gives the desired
         generation (fetch the desired state when it differs from what runs)."""
-        who.require_node(node)
-        return service.heartbeat(node, beat)
+        authorization = request.headers.get("authorization")
+        reply = await gate.run(as_node, authorization, node, service.heartbeat, beat)
+        return _json(reply)
 
     @app.post("/v1/nodes/{node}/credential", tags=["agents"])
     def renew(node: str, who: Anyone) -> EnrolResponse:
@@ -130,7 +161,7 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
     @app.get(
         "/v1/nodes/{node}/desired",
         tags=["agents"],
-        responses={304: {"description": "unchanged within wait_s"}},
+        responses={304: {"description": "unchanged within wait_s"}, **_OVERLOAD},
     )
     async def desired(
         node: str,
@@ -143,9 +174,8 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
         """The node's desired state, ``ETag: "<generation>"``. With ``If-None-Match`` equal
         to the current generation the call waits up to ``wait_s`` for a change and answers
         304 when none came."""
-        who = await run_in_threadpool(service.principal, request.headers.get("authorization"))
-        who.require_node(node)
-        generation = await run_in_threadpool(service.desired_generation, node)
+        authorization = request.headers.get("authorization")
+        generation = await gate.run(as_node, authorization, node, service.desired_generation)
         seen = _etag_generation(if_none_match)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
@@ -153,19 +183,23 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
             if service.notifier.closed:
                 break  # shutting down: answer with what there is
             await service.notifier.wait(node, generation, remaining)
-            generation = await run_in_threadpool(service.desired_generation, node)
+            generation = await gate.run(service.desired_generation, node, refuse=False)
         if seen == generation:
             return Response(status_code=304, headers={"ETag": f'"{generation}"'})
-        state: DesiredState = await run_in_threadpool(service.desired, node)
+        state: DesiredState = await gate.run(service.desired, node, refuse=False)
         response.headers["ETag"] = f'"{state.generation}"'
         return state.model_dump(mode="json")
 
-    @app.post("/v1/nodes/{node}/records", tags=["agents"])
-    def records(node: str, batch: RecordBatch, who: Anyone) -> RecordAck:
+    @app.post(
+        "/v1/nodes/{node}/records", tags=["agents"], response_model=RecordAck, responses=_OVERLOAD
+    )
+    async def records(
+        node: str, batch: RecordBatch, request: Request, _: Any = Depends(_bearer)
+    ) -> Response:
         """Outbox records of a node, numbered from 1: duplicates are counted and ignored; a
         gap is refused with 409 and ``expected_sequence``."""
-        who.require_node(node)
-        return service.ingest(node, batch)
+        authorization = request.headers.get("authorization")
+        return _json(await gate.run(as_node, authorization, node, service.ingest, batch))
 
     @app.get(
         "/v1/artifacts/{digest}",
@@ -208,9 +242,29 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
         """Revoke any token: operator, enrolment or node credential."""
         return service.revoke_token(token_id)
 
-    @app.get("/v1/nodes", tags=["nodes"])
-    def list_nodes(_: Operator) -> list[dict[str, Any]]:
-        return service.list_nodes()
+    @app.get(
+        "/v1/nodes",
+        tags=["nodes"],
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"application/json": {"schema": {"type": "array", "items": {}}}},
+                "description": "the nodes in name order; with `limit`, the header "
+                "`X-Continue` holds the `continue` value of the next page when more remain",
+            }
+        },
+    )
+    def list_nodes(
+        _: Operator,
+        limit: int | None = Query(None, ge=1, le=10_000, description="at most this many"),
+        after: str | None = Query(
+            None, alias="continue", description="the X-Continue of the page before"
+        ),
+    ) -> Response:
+        """Every node (by default), or one page of them."""
+        body, more = service.list_nodes_json(limit=limit, after=after)
+        headers = {"X-Continue": more} if more is not None else None
+        return Response(body, media_type="application/json", headers=headers)
 
     @app.get("/v1/nodes/{node}", tags=["nodes"])
     def get_node(
@@ -353,6 +407,11 @@ def create_app(service: ControlService, *, run_loop: bool = True) -> FastAPI:
     return app
 
 
+def _json(message: BaseModel) -> Response:
+    """A message as the answer, dumped once (FastAPI would validate it again first)."""
+    return Response(message.model_dump_json(), media_type="application/json")
+
+
 def _etag_generation(header: str | None) -> int | None:
     if not header:
         return None
@@ -370,6 +429,8 @@ def _errors(app: FastAPI) -> None:
             body["expected_sequence"] = exc.expected
         if isinstance(exc, AuthenticationError):
             headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, QueueFullError):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -25,8 +26,10 @@ from edgetier.errors import AuthenticationError, PermissionDeniedError
 
 __all__ = [
     "Principal",
+    "PrincipalCache",
     "TokenKind",
     "authenticate",
+    "authenticate_until",
     "check_token",
     "issue",
     "parse_token",
@@ -134,6 +137,14 @@ def check_token(session: Session, text: str, now: datetime, *, kind: TokenKind) 
 
 def authenticate(session: Session, authorization: str | None, now: datetime) -> Principal:
     """The principal behind an ``Authorization: Bearer`` header."""
+    return authenticate_until(session, authorization, now)[0]
+
+
+def authenticate_until(
+    session: Session, authorization: str | None, now: datetime
+) -> tuple[Principal, datetime | None]:
+    """The principal behind an ``Authorization: Bearer`` header and when its token
+    expires (None: never)."""
     if not authorization:
         raise AuthenticationError("missing credential: send Authorization: Bearer <token>")
     scheme, _, text = authorization.partition(" ")
@@ -143,9 +154,63 @@ def authenticate(session: Session, authorization: str | None, now: datetime) -> 
     if kind == "enrol":
         # an enrolment token authenticates nothing but its own enrolment
         row = check_token(session, text, now, kind="enrol")
-        return Principal("enrol", row.id)
+        return Principal("enrol", row.id), row.expires_at
     row = check_token(session, text, now, kind=kind)
-    return Principal(kind, row.id, row.node)
+    return Principal(kind, row.id, row.node), row.expires_at
+
+
+class PrincipalCache:
+    """Principals already authenticated, by their ``Authorization`` header, so that a
+    node's heartbeat does not read and hash its token on every beat.
+
+    An entry is dropped when its token expires, after ``ttl_s``, and (all of them) by
+    :meth:`clear`, which the controller calls whenever it revokes a token. On SQLite the
+    controller is the only writer, so that is exact; on PostgreSQL another replica may
+    revoke, and ``ttl_s`` bounds how long this one still accepts the token. Enrolment
+    tokens are never cached (their use is one-time). A principal read before a
+    :meth:`clear` is not stored after it (``generation``), so a revocation committed and
+    then cleared is never undone by a read that raced it."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Principal, datetime | None, datetime]] = {}
+        self.generation = 0  # counts clear()
+        self._lock = threading.Lock()
+
+    def get(self, authorization: str | None, now: datetime) -> Principal | None:
+        entry = self._entries.get(authorization or "")
+        if entry is None:
+            return None
+        principal, expires_at, stored_at = entry
+        fresh = stored_at <= now < stored_at + timedelta(seconds=self.ttl_s)
+        if not fresh or (expires_at is not None and expires_at <= now):
+            self._entries.pop(authorization or "", None)
+            return None
+        return principal
+
+    def put(
+        self,
+        authorization: str,
+        principal: Principal,
+        expires_at: datetime | None,
+        now: datetime,
+        generation: int,
+    ) -> None:
+        """Keep ``principal``, read when :attr:`generation` was ``generation``."""
+        if principal.kind == "enrol" or self.ttl_s <= 0:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return  # a revocation came in between
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[authorization] = (principal, expires_at, now)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
 
 
 def revoke(session: Session, token_id: str, now: datetime) -> TokenRow | None:

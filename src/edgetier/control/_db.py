@@ -295,6 +295,10 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            # as many kept connections as threads read at once (the operators' pool and
+            # the node gate): an overflow connection is closed after use, and opening
+            # one again (its pragmas included) cost a busy controller more than the read
+            kwargs["pool_size"], kwargs["max_overflow"] = 24, 40
         else:
             # a replica outlives its database's restarts: a dead pooled connection is
             # replaced before use instead of failing the request

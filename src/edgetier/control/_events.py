@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
-from edgetier.control._db import EventRow, SequenceRow
+from edgetier.control._db import EventRow, SequenceRow, TelemetryRow
 from edgetier.control._protocol import RecordAck, RecordBatch
-from edgetier.control._telemetry import add_sample
+from edgetier.control._telemetry import sample_values
 from edgetier.errors import ConflictError
 
 __all__ = [
@@ -56,15 +57,43 @@ class IngestResult:
     stored_samples: int
 
 
+# FOR UPDATE: on a server database two writers of one source queue here (built once:
+# building a statement costs more than running it on SQLite)
+_COUNTER = select(SequenceRow).where(SequenceRow.source == bindparam("source")).with_for_update()
+
+
 def _counter(session: Session, source: str) -> SequenceRow:
-    # FOR UPDATE: on a server database two writers of one source queue here
-    row = session.scalars(
-        select(SequenceRow).where(SequenceRow.source == source).with_for_update()
-    ).first()
+    row = session.scalars(_COUNTER, {"source": source}).first()
     if row is None:
         row = SequenceRow(source=source, last=0)
         session.add(row)
     return row
+
+
+_LAST = select(SequenceRow.last).where(SequenceRow.source == bindparam("source")).with_for_update()
+_SEQUENCES = cast(Table, SequenceRow.__table__)
+_INSERT_SAMPLES = cast(Table, TelemetryRow.__table__).insert()
+_INSERT_EVENTS = cast(Table, EventRow.__table__).insert()
+_SET_LAST = _SEQUENCES.update().where(_SEQUENCES.c.source == bindparam("b_source"))
+
+
+def _stored_through(session: Session, source: str) -> int:
+    """The source's last stored sequence, locked for this transaction (one column read,
+    no ORM object, unless the session holds that row already)."""
+    held = session.identity_map.get(identity_key(SequenceRow, source))
+    if held is not None:
+        return int(_counter(session, source).last)
+    return int(session.execute(_LAST, {"source": source}).scalar() or 0)
+
+
+def _store_through(session: Session, source: str, stored: int, last: int) -> None:
+    held = session.identity_map.get(identity_key(SequenceRow, source))
+    if held is not None:
+        _counter(session, source).last = last
+    elif stored == 0 and session.execute(_LAST, {"source": source}).first() is None:
+        session.execute(insert(SequenceRow), [{"source": source, "last": last}])
+    else:
+        session.execute(_SET_LAST, {"b_source": source, "last": last})
 
 
 def acked_through(session: Session, source: str) -> int:
@@ -99,9 +128,11 @@ def append(
 
 def ingest(session: Session, node: str, batch: RecordBatch, now: datetime) -> IngestResult:
     """Store a node's records exactly once; SequenceGapError (409) leaves nothing stored."""
-    counter = _counter(session, node)
-    last = counter.last
-    duplicates = events = samples = 0
+    stored = _stored_through(session, node)
+    last = stored
+    duplicates = 0
+    events: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
     for record in sorted(batch.records, key=lambda r: r.sequence):
         if record.sequence <= last:
             duplicates += 1
@@ -109,28 +140,33 @@ def ingest(session: Session, node: str, batch: RecordBatch, now: datetime) -> In
         if record.sequence != last + 1:
             raise SequenceGapError(
                 f"records: sequence {record.sequence} leaves a gap; expected {last + 1} "
-                f"(stored through {counter.last})",
+                f"(stored through {stored})",
                 expected=last + 1,
             )
         last = record.sequence
         if record.kind == TELEMETRY_KIND:
-            add_sample(session, node, record.time, record.data)
-            samples += 1
+            samples.append(sample_values(node, record.time, record.data))
         else:
-            session.add(
-                EventRow(
-                    source=node,
-                    sequence=record.sequence,
-                    time=record.time,
-                    kind=record.kind,
-                    subject=record.subject,
-                    data=record.data,
-                    received_at=now,
-                )
+            events.append(
+                {
+                    "source": node,
+                    "sequence": record.sequence,
+                    "time": record.time,
+                    "kind": record.kind,
+                    "subject": record.subject,
+                    "data": record.data,
+                    "received_at": now,
+                }
             )
-            events += 1
-    counter.last = last
-    return IngestResult(RecordAck(acked_through=last, duplicates=duplicates), events, samples)
+    # one INSERT per table for the whole batch, nothing written before the gap check
+    if samples:
+        session.execute(_INSERT_SAMPLES, samples)
+    if events:
+        session.execute(_INSERT_EVENTS, events)
+    if last != stored:
+        _store_through(session, node, stored, last)
+    ack = RecordAck(acked_through=last, duplicates=duplicates)
+    return IngestResult(ack, len(events), len(samples))
 
 
 def list_events(

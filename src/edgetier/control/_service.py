@@ -17,6 +17,7 @@ changed nodes are woken after commit. What decides lives beside it: placement in
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -27,9 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from edgetier.config import validate
@@ -54,11 +55,13 @@ from edgetier.control._events import (
     ingest,
     list_events,
 )
+from edgetier.control._gate import NodeGate
 from edgetier.control._leader import Leadership
 from edgetier.control._loop import Pending
 from edgetier.control._metrics import ControllerMetrics
 from edgetier.control._modelfacts import onnx_facts, parse_config, platform_of, throughput
 from edgetier.control._mqtt_notices import MqttBroker, NoticePublisher
+from edgetier.control._nodelist import NodeListCache
 from edgetier.control._notify import DesiredNotifier
 from edgetier.control._pgnotify import PgNotices
 from edgetier.control._protocol import (
@@ -163,6 +166,10 @@ class ControlService:
         self.notifier = DesiredNotifier()
         self.metrics = ControllerMetrics(self)
         self.pending = Pending()
+        self.node_list = NodeListCache()
+        self.node_gate = NodeGate(
+            concurrency=settings.node_concurrency, max_waiting=settings.node_max_waiting
+        )
         # replicas on one PostgreSQL: who leads the background passes, and the notices
         # that carry changes between replicas (None on SQLite: one replica)
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -177,6 +184,9 @@ class ControlService:
                 on_listening=self._catch_up,
             )
         self.operator_token: str | None = None
+        # exact on SQLite (every revocation is made here and clears it); on PostgreSQL a
+        # token another replica revoked is refused here within a second
+        self.principals = _auth.PrincipalCache(ttl_s=1.0 if self.db.is_postgresql else 60.0)
         # a controller that was down heard no heartbeat meanwhile: nodes get one full
         # timeout after its start before they count as lost (as Kubernetes' grace period)
         self.started_at = clock()
@@ -272,8 +282,15 @@ class ControlService:
     # -- access --------------------------------------------------------------------
 
     def principal(self, authorization: str | None) -> _auth.Principal:
+        now = self.clock()
+        cached = self.principals.get(authorization, now)
+        if cached is not None:
+            return cached
+        generation = self.principals.generation
         with self.db.read() as session:
-            return _auth.authenticate(session, authorization, self.clock())
+            principal, expires_at = _auth.authenticate_until(session, authorization, now)
+        self.principals.put(authorization or "", principal, expires_at, now, generation)
+        return principal
 
     def create_token(
         self, kind: str, *, expires_in_s: float | None, description: str = ""
@@ -309,7 +326,9 @@ class ControlService:
             append(
                 session, CONTROLLER, now, "TokenRevoked", subject=token_id, data={"kind": row.kind}
             )
-            return _auth.token_info(row, now)
+            info = _auth.token_info(row, now)
+        self.principals.clear()  # after the commit: see PrincipalCache
+        return info
 
     # -- nodes: the agent protocol ---------------------------------------------------
 
@@ -366,6 +385,8 @@ class ControlService:
             )
             session.flush()
             change.reconcile(unsatisfied(session))
+        if existing is not None:
+            self.principals.clear()  # its earlier credentials were revoked
         assert row.expires_at is not None
         return EnrolResponse(node=request.name, credential=credential, expires_at=row.expires_at)
 
@@ -392,6 +413,7 @@ class ControlService:
             append(
                 session, CONTROLLER, now, "CredentialRenewed", subject=node, data={"token": row.id}
             )
+        self.principals.clear()
         assert row.expires_at is not None
         return EnrolResponse(node=node, credential=credential, expires_at=row.expires_at)
 
@@ -399,27 +421,37 @@ class ControlService:
         """Record what the node reports; a node back, newly throttled or cooled down has
         its deployments handed to the reconcile loop (a heartbeat itself stays cheap)."""
         now = self.clock()
+        # two columns read and one UPDATE: no ORM object (a node's desired state can be
+        # large, and a heartbeat changes none of it)
+        telemetry = beat.telemetry.model_copy(update={"time": beat.telemetry.time or now})
+        values: dict[str, Any] = {
+            "last_heartbeat": now,
+            # the summary only: the history comes from the node's outbox (telemetry
+            # records), so that a sample is stored once, also after an outage
+            "telemetry": telemetry.model_dump(mode="json"),
+            "workloads": [w.model_dump(mode="json") for w in beat.workloads],
+            "reported_generation": beat.desired_generation,
+            "outbox_pending": beat.outbox_pending,
+        }
         with self.db.write() as session:
-            row = _named(session, NodeRow, node)
-            was_offline = condition_true(row.conditions, "Offline")
-            was_throttled = condition_true(row.conditions, "Throttled")
-            telemetry = beat.telemetry.model_copy(update={"time": beat.telemetry.time or now})
-            row.last_heartbeat = now
-            # the summary only: the history comes from the node's outbox (telemetry records),
-            # so that a sample is stored once, also after an outage
-            row.telemetry = telemetry.model_dump(mode="json")
-            row.workloads = [w.model_dump(mode="json") for w in beat.workloads]
-            row.reported_generation = beat.desired_generation
-            row.outbox_pending = beat.outbox_pending
-            row.conditions = reported_conditions(row.conditions, beat.conditions, now)
-            throttled = condition_true(row.conditions, "Throttled")
+            found = session.execute(_BEAT_READ, {"node": node}).first()
+            if found is None:
+                raise NotFoundError(f"no node named {node!r}")
+            old, desired_generation = found
+            was_offline = condition_true(old, "Offline")
+            was_throttled = condition_true(old, "Throttled")
+            conditions = reported_conditions(old, beat.conditions, now)
+            if conditions != old:
+                values["conditions"] = conditions
+            session.execute(_BEAT_WRITE, {**values, "node": node})
+            throttled = condition_true(conditions, "Throttled")
             if was_offline:
                 append(session, CONTROLLER, now, "NodeOnline", subject=node, data={})
             if throttled != was_throttled:
                 kind = "NodeThrottled" if throttled else "NodeThrottleCleared"
                 append(session, CONTROLLER, now, kind, subject=node, data={})
             reply = HeartbeatReply(
-                desired_generation=row.desired_generation,
+                desired_generation=desired_generation,
                 heartbeat_interval_s=self.settings.interval_s,
             )
         if throttled and not was_throttled:
@@ -433,7 +465,10 @@ class ControlService:
     def desired_generation(self, node: str) -> int:
         """What a long poll compares (one column, read on every poll and every wake)."""
         with self.db.read() as session:
-            return _node_value(session, node, NodeRow.desired_generation)
+            found = session.execute(_DESIRED_GENERATION, {"node": node}).first()
+            if found is None:
+                raise NotFoundError(f"no node named {node!r}")
+            return int(found[0])
 
     def desired(self, node: str) -> DesiredState:
         with self.db.read() as session:
@@ -446,7 +481,8 @@ class ControlService:
 
     def ingest(self, node: str, batch: RecordBatch) -> RecordAck:
         with self.db.write() as session:
-            _node_value(session, node, NodeRow.name)
+            if session.execute(_DESIRED_GENERATION, {"node": node}).first() is None:
+                raise NotFoundError(f"no node named {node!r}")
             result = ingest(session, node, batch, self.clock())
         self.metrics.records_ingested.inc(len(batch.records) - result.ack.duplicates)
         self.metrics.records_duplicate.inc(result.ack.duplicates)
@@ -469,10 +505,15 @@ class ControlService:
     # -- nodes: operators ------------------------------------------------------------
 
     def list_nodes(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.list_nodes_json()[0]))
+
+    def list_nodes_json(
+        self, *, limit: int | None = None, after: str | None = None
+    ) -> tuple[bytes, str | None]:
+        """Every node's view (after the name ``after``, at most ``limit``), in name order,
+        as a JSON list; and the name to continue after when more remain."""
         with self.db.read() as session:
-            rows = session.scalars(select(NodeRow).order_by(NodeRow.name))
-            on = placements_by_node(session)
-            return [node_view(row, on.get(row.name, [])) for row in rows]
+            return self.node_list.page(session, limit=limit, after=after)
 
     def get_node(self, name: str, *, history_s: float = 3600.0) -> dict[str, Any]:
         with self.db.read() as session:
@@ -822,6 +863,15 @@ class ControlService:
 
 
 _WHAT: dict[type, str] = {NodeRow: "node", DeploymentRow: "deployment"}
+
+# the statements of every heartbeat and long poll, built once (on SQLite, building one
+# costs more than running it); Core on the table: no ORM objects
+_NODES = cast(Table, NodeRow.__table__)
+_BEAT_READ = select(_NODES.c.conditions, _NODES.c.desired_generation).where(
+    _NODES.c.name == bindparam("node")
+)
+_BEAT_WRITE = _NODES.update().where(_NODES.c.name == bindparam("node"))
+_DESIRED_GENERATION = select(_NODES.c.desired_generation).where(_NODES.c.name == bindparam("node"))
 
 
 def _named(session: Session, table: type[_T], name: str) -> _T:

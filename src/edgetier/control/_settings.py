@@ -40,6 +40,15 @@ class ControllerSettings(ConfigModel):
     telemetry_bucket_s: int = Field(default=60, ge=1)
     downsampled_retention_s: float = Field(default=DAY_S, ge=0)
     compact_interval_s: float = Field(default=60.0, gt=0)
+    node_concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="node requests (heartbeats, records, desired state) served at once; "
+        "the rest of the thread pool stays free for operators",
+    )
+    node_max_waiting: int = Field(
+        default=512, ge=0, description="node requests waiting beyond that; more: 503"
+    )
     mqtt_url: str | None = Field(
         default=None,
         description="MQTT broker for change notices, mqtt://[user[:password]@]host[:port] "

@@ -25,7 +25,15 @@ from sqlalchemy.orm import Session
 
 from edgetier.control._db import TelemetryRow
 
-__all__ = ["FIELDS", "CompactResult", "RetentionPolicy", "add_sample", "compact", "history"]
+__all__ = [
+    "FIELDS",
+    "CompactResult",
+    "RetentionPolicy",
+    "add_sample",
+    "compact",
+    "history",
+    "sample_values",
+]
 
 FIELDS = ("utilisation", "temperature_c", "power_w", "memory_used_bytes")
 _BATCH = 20_000  # raw rows folded per pass: one pass stays short on a large fleet
@@ -69,8 +77,13 @@ def _number(value: Any) -> float | None:
 
 def add_sample(session: Session, node: str, time: datetime, data: dict[str, Any]) -> None:
     """One raw sample; fields other than :data:`FIELDS` and non-numbers are left out."""
+    session.add(TelemetryRow(**sample_values(node, time, data)))
+
+
+def sample_values(node: str, time: datetime, data: dict[str, Any]) -> dict[str, Any]:
+    """The columns of one raw sample's row (for an INSERT of many at once)."""
     values = {name: _number(data.get(name)) for name in FIELDS}
-    session.add(TelemetryRow(node=node, resolution_s=0, time=time, count=1, **values))
+    return {"node": node, "resolution_s": 0, "time": time, "count": 1, **values}
 
 
 def _bucket_start(time: datetime, bucket_s: int) -> datetime:
