@@ -50,12 +50,17 @@ from typing import Any
 import httpx
 import psutil
 
-from edgetier.testing import free_port, make_random_classifier
+from edgetier.testing import PostgresCluster, free_port, make_random_classifier
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CONTROLLER_PY = HERE / "_fleet_controller.py"
-OPERATOR_ROUTES = ("/v1/nodes", "/v1/deployments/probe", "/v1/events?limit=100")
+OPERATOR_ROUTES = (
+    "/v1/nodes",
+    "/v1/nodes?limit=100",
+    "/v1/deployments/probe",
+    "/v1/events?limit=100",
+)
 DAY_S = 86_400.0
 
 
@@ -76,6 +81,12 @@ def _options() -> argparse.Namespace:
         help="the 10-batch rollout phase (--no-rollout: skip it, e.g. for quick comparisons)",
     )
     p.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    p.add_argument(
+        "--postgres",
+        action="store_true",
+        help="start a PostgreSQL cluster of its own (initdb, PostgreSQL's durability "
+        "defaults) and use it",
+    )
     p.add_argument("--replicas", type=int, default=1, help="controller processes (PostgreSQL)")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--stem", default=None, help="default: fleet_scale_<db>_<replicas>r_<nodes>")
@@ -83,7 +94,10 @@ def _options() -> argparse.Namespace:
     args = p.parse_args()
     if args.replicas < 1:
         p.error(f"--replicas must be >= 1, got {args.replicas}")
-    if args.replicas > 1 and not (args.database_url or "").startswith("postgresql"):
+    if args.postgres and args.database_url:
+        p.error("--postgres starts its own database: give it or --database-url, not both")
+    postgres = args.postgres or (args.database_url or "").startswith("postgresql")
+    if args.replicas > 1 and not postgres:
         p.error(f"--replicas {args.replicas} needs a PostgreSQL --database-url (SQLite: one)")
     if args.nodes < 1:
         p.error(f"--nodes must be >= 1, got {args.nodes}")
@@ -619,6 +633,19 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     args = _options()
+    cluster = None
+    if args.postgres:
+        cluster = PostgresCluster(durable=True)
+        cluster.start()
+        args.database_url = cluster.create_database("fleet")
+    try:
+        run(args)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def run(args: argparse.Namespace) -> None:
     database = "SQLite"
     if args.database_url:
         database = re.sub(r"\+.*", "", args.database_url.split(":", 1)[0])
