@@ -290,7 +290,8 @@ class Bench:
         if a.database_url:
             settings["database_url"] = a.database_url
         for i in range(a.replicas):
-            replica = Replica(i, self.work / f"controller-{i}", settings, self.work / f"c{i}.log")
+            # replicas share one data dir: the model files live there, not in the database
+            replica = Replica(i, self.work / "controller", settings, self.work / f"c{i}.log")
             self.replicas.append(replica)
             health = replica.wait_ready()  # the first migrates before the next starts
             self.figures.setdefault("replicas", []).append(health)
@@ -433,7 +434,10 @@ class Bench:
         a = self.args
         replicas = min(a.nodes, 1000)
         started = time.monotonic()
-        answer = self.apply("fleet", {"model": {"name": "classifier"}, "replicas": replicas})
+        # version 1 named: pushing version 2 then starts no rollout of its own (an unnamed
+        # model rolls out when a version is pushed, under the policy the spec has then)
+        spec = {"model": {"name": "classifier", "version": 1}, "replicas": replicas}
+        answer = self.apply("fleet", spec)
         applied = time.monotonic() - started
         if answer.status_code not in (200, 201):
             self.figures["converge"] = {"error": f"HTTP {answer.status_code}: {answer.text}"}
@@ -622,7 +626,7 @@ def markdown(result: dict[str, Any]) -> str:
              f"{converge.get('ready_s', converge.get('error'))} s"),
         _row("rollout in 10 batches: done after",
              rollout.get("skipped") or rollout.get("error") or f"{rollout.get('done_s')} s "
-             f"({rollout.get('state')})"),
+             f"({rollout.get('state')}, {rollout.get('batches')} batches)"),
         _row(f"heartbeats answered at saturation ({sat.get('nodes')} nodes)",
              f"{sat.get('heartbeats_per_s')} /s (controller CPU "
              f"{sat.get('controller_cpu_pct_of_one_core')} %, simulators "

@@ -148,6 +148,42 @@ def test_simulated_nodes_enrol_report_and_converge_on_a_deployment(
     assert final.downloads == 4  # each node fetched and checked the artifact once
 
 
+def test_simulated_nodes_go_through_a_rollout_of_a_new_model_version(
+    controller: tuple[Controller, httpx.Client], tmp_path: Path
+) -> None:
+    """A new version of a model the deployment does not pin keeps the deployment's
+    generation: the nodes tell the versions apart by the assignment's revision."""
+    running, client = controller
+    options = {"nodes": 4, "duration_s": 20.0, "mix": {"edge": 1.0}, **QUIET}
+    with _simulating(running, **options):
+        assert _eventually(lambda: len(client.get("/v1/nodes").json()) == 4)
+        _deploy(client, tmp_path, replicas=4)
+
+        def ready() -> bool:
+            status = client.get("/v1/deployments/fleet").json()["status"]
+            return any(
+                c["type"] == "Ready" and c["status"] == "True" for c in status["conditions"]
+            )
+
+        assert _eventually(ready)
+        generation = client.get("/v1/deployments/fleet").json()["metadata"]["generation"]
+        second = make_random_classifier(tmp_path / "second.onnx", seed=1)
+        pushed = client.post(
+            "/v1/models/classifier/versions", files={"file": ("model.onnx", second.read_bytes())}
+        )
+        assert pushed.status_code == 201, pushed.text
+
+        def succeeded() -> bool:
+            reply = client.get("/v1/deployments/fleet/rollout")
+            return reply.status_code == 200 and reply.json()["state"] == "Succeeded"
+
+        assert _eventually(succeeded), client.get("/v1/deployments/fleet/rollout").text
+        deployment = client.get("/v1/deployments/fleet").json()
+        assert deployment["metadata"]["generation"] == generation
+        rollout = client.get("/v1/deployments/fleet/rollout").json()
+        assert rollout["nodes_updated"] == 4
+
+
 def test_faults_overheating_dropped_links_and_flapping_reach_the_controller(
     controller: tuple[Controller, httpx.Client],
 ) -> None:
