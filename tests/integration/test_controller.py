@@ -6,8 +6,7 @@ each on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,18 +16,10 @@ import httpx
 import pytest
 
 from edgetier.control import Controller, ControllerSettings
+from edgetier.testing import eventually as _eventually
 from edgetier.testing import free_port, make_random_classifier
 
 pytestmark = pytest.mark.integration
-
-
-def _eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @contextmanager

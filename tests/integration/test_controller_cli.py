@@ -9,8 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from edgetier.cli._app import app
+from edgetier.testing import eventually as _eventually
 from edgetier.testing import free_port, make_random_classifier, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -51,15 +51,6 @@ def _controller_process(
             process.kill()
         process.wait(10)
         log.close()
-
-
-def _eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _cli(*args: str, env: dict[str, str]) -> str:

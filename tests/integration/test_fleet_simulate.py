@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typer.testing import CliRunner
 from edgetier.cli import app
 from edgetier.control import Controller, ControllerSettings
 from edgetier.simulate import FleetSimulation, Progress, SimulationSettings
+from edgetier.testing import eventually as _eventually
 from edgetier.testing import free_port, make_random_classifier
 
 pytestmark = pytest.mark.integration
@@ -98,15 +98,6 @@ def _simulating(
     assert result, "the simulation did not end"
 
 
-def _eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _events(client: httpx.Client) -> list[dict[str, Any]]:
     return list(client.get("/v1/events", params={"limit": 5000}).json())
 
@@ -161,9 +152,7 @@ def test_simulated_nodes_go_through_a_rollout_of_a_new_model_version(
 
         def ready() -> bool:
             status = client.get("/v1/deployments/fleet").json()["status"]
-            return any(
-                c["type"] == "Ready" and c["status"] == "True" for c in status["conditions"]
-            )
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in status["conditions"])
 
         assert _eventually(ready)
         generation = client.get("/v1/deployments/fleet").json()["metadata"]["generation"]

@@ -80,3 +80,14 @@ def wait_for_port(
                     f"nothing listened on {host}:{port} within {timeout_s} s"
                 ) from None
             time.sleep(0.05)
+
+
+def eventually(check: Callable[[], object], timeout_s: float = 20.0, every_s: float = 0.05) -> bool:
+    """Poll ``check`` until it returns something true or ``timeout_s`` passes; whether it
+    did (tests assert on it, so a timeout reads as the check that failed)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(every_s)
+    return False
