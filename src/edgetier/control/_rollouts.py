@@ -272,11 +272,12 @@ def _placed_nodes(row: DeploymentRow) -> list[str]:
 
 
 def _step(session: Session, rollout: RolloutRow, row: DeploymentRow, now: datetime) -> bool:
-    policy = DeploymentSpec.model_validate(row.spec).rollout
+    spec = DeploymentSpec.model_validate(row.spec)
+    policy = spec.rollout
     order = _placed_nodes(row)
     updated = [n for n in rollout.updated if n in order]
     nodes = {n.name: n for n in session.scalars(select(NodeRow).where(NodeRow.name.in_(updated)))}
-    limits = health_limits(DeploymentSpec.model_validate(row.spec))
+    limits = health_limits(spec)
     waiting = []
     for name in updated:
         node = nodes.get(name)
